@@ -1,0 +1,83 @@
+"""Convolutional LSTM (Shi et al., NeurIPS 2015) with an explicit state.
+
+    i, f, o = sigmoid(W * [x, h])      g = tanh(W * [x, h])
+    c' = f * c + i * g                 h' = o * tanh(c')
+
+One 3x3 same-padding convolution over the concatenation [x, h] gives the four gates. Its weight is applied
+in two parts: the input part on all T frames at once (it does not depend on the state), the hidden part
+frame by frame. That is the same function as convolving the concatenation, with one sequential
+convolution per frame instead of two.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+State = tuple[Tensor, Tensor]
+
+
+class ConvLSTMCell(nn.Module):
+    def __init__(self, input_channels: int, hidden_channels: int, kernel_size: int = 3):
+        super().__init__()
+        self.input_channels = input_channels
+        self.hidden_channels = hidden_channels
+        self.conv = nn.Conv2d(input_channels + hidden_channels, 4 * hidden_channels, kernel_size,
+                              padding=kernel_size // 2)
+
+    def input_gates(self, x: Tensor) -> Tensor:
+        """x (N, C_in, H, W) -> the input's contribution to the gates (N, 4 * C_hid, H, W), bias included."""
+        weight = self.conv.weight[:, :self.input_channels]
+        return F.conv2d(x, weight, self.conv.bias, padding=self.conv.padding)
+
+    def step(self, x_gates: Tensor, state: State) -> State:
+        """One time step. x_gates from input_gates(); state (h, c), each (N, C_hid, H, W). Returns the new (h, c)."""
+        h, c = state
+        weight = self.conv.weight[:, self.input_channels:]
+        gates = x_gates + F.conv2d(h, weight, padding=self.conv.padding)
+        i, f, o, g = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+    def forward(self, x: Tensor, state: Optional[State] = None) -> State:
+        """x (N, C_in, H, W), state (h, c) or None for zeros. Returns the new (h, c)."""
+        x_gates = self.input_gates(x)
+        return self.step(x_gates, state if state is not None else self.zero_state(x_gates))
+
+    def zero_state(self, x_gates: Tensor) -> State:
+        """Zeros shaped like one frame's state, on the device and in the dtype the gates are computed in
+        (so the state also follows fp16/bf16 autocast)."""
+        n, _, height, width = x_gates.shape
+        zeros = x_gates.new_zeros(n, self.hidden_channels, height, width)
+        return zeros, zeros
+
+
+class ConvLSTM(nn.Module):
+    """A ConvLSTM layer over a sequence.
+
+    forward(x (B, T, C_in, H, W), state) -> (h for every frame (B, T, C_hid, H, W), last (h, c)).
+    With recurrent=False each frame starts from the zero state (the "w/o ConvLSTM" ablation): the
+    parameters are the same, but a frame's output does not depend on earlier frames and `state` is ignored.
+    """
+
+    def __init__(self, input_channels: int, hidden_channels: int, kernel_size: int = 3, recurrent: bool = True):
+        super().__init__()
+        self.cell = ConvLSTMCell(input_channels, hidden_channels, kernel_size)
+        self.recurrent = recurrent
+
+    def forward(self, x: Tensor, state: Optional[State] = None) -> tuple[Tensor, State]:
+        batch, time = x.shape[:2]
+        x_gates = self.cell.input_gates(x.flatten(0, 1))
+        if not self.recurrent:
+            h, c = self.cell.step(x_gates, self.cell.zero_state(x_gates))
+            h, c = h.unflatten(0, (batch, time)), c.unflatten(0, (batch, time))
+            return h, (h[:, -1], c[:, -1])
+        x_gates = x_gates.unflatten(0, (batch, time))
+        if state is None:
+            state = self.cell.zero_state(x_gates[:, 0])
+        hidden = []
+        for t in range(time):
+            state = self.cell.step(x_gates[:, t], state)
+            hidden.append(state[0])
+        return torch.stack(hidden, dim=1), state
