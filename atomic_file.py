@@ -1,0 +1,29 @@
+"""Write files so that a crash never leaves a truncated one in place: write a temporary sibling, then rename."""
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = 'wb', **open_kwargs) -> Iterator[IO]:
+    """Open a temporary file beside `path` for writing; on success it replaces `path`, on error it is removed.
+
+    Raises IsADirectoryError naming `path` when a folder is in the way.
+    """
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'{path} is a folder: choose a file name')
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(descriptor, mode, **open_kwargs) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise

@@ -1,0 +1,168 @@
+"""train.py: checkpoints and logs, learning, exact resume after a kill, torchrun with gloo, bad input."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from script_runner import REPO, run_script, train_args
+from dataset import make_dataset
+from model import MattingBase
+from train import matting_loss
+
+
+def logged(log_dir: str, tag: str = 'train/loss_total') -> dict[int, float]:
+    """step -> value of a scalar in every TensorBoard event file of log_dir."""
+    values = {}
+    for name in sorted(os.listdir(log_dir)):
+        events = EventAccumulator(os.path.join(log_dir, name))
+        events.Reload()
+        if tag in events.Tags()['scalars']:
+            values.update({event.step: event.value for event in events.Scalars(tag)})
+    return values
+
+
+def test_checkpoint_holds_everything_to_continue(trained_checkpoint):
+    checkpoint = torch.load(trained_checkpoint, map_location='cpu', weights_only=False)
+    assert {'model', 'optimizer', 'scaler', 'epoch', 'step', 'batch_in_epoch', 'args', 'random_states'} <= set(checkpoint)
+    assert checkpoint['step'] == 4 and checkpoint['args']['model_backbone'] == 'mobilenetv2'
+    assert len(checkpoint['optimizer']['param_groups']) == 3
+    log_dir = os.path.join(os.path.dirname(os.path.dirname(trained_checkpoint)), 'log')
+    losses = logged(log_dir)
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert {'train/loss_pha_l1', 'train/loss_pha_sobel', 'train/loss_fgr_l1', 'train/loss_err_l2',
+            'train/lr_backbone'} <= set(EventAccumulator(log_dir).Reload().Tags()['scalars'])
+
+
+def test_loss_decreases_when_overfitting_one_batch(tiny_dataset):
+    torch.manual_seed(0)
+    dataset = make_dataset('synthetic', 'train', 3, 64, videomatte_root=tiny_dataset)
+    fgr, pha, bgr = (x.unsqueeze(0) for x in dataset[0])
+    src = fgr * pha + bgr * (1 - pha)
+    model = MattingBase('mobilenetv2').train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    losses = []
+    for _ in range(25):
+        pred_pha, pred_fgr, pred_err, _, _ = model(src)
+        loss = matting_loss(pred_pha, pred_fgr, pred_err, pha, fgr)['total']
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_matting_loss_is_zero_for_a_perfect_prediction():
+    pha = torch.rand(1, 2, 1, 16, 16)
+    fgr = torch.rand(1, 2, 3, 16, 16)
+    losses = matting_loss(pha, fgr, torch.zeros_like(pha), pha, fgr)
+    assert losses['total'].item() == 0
+    worse = matting_loss(pha.flip(-1), fgr, torch.zeros_like(pha), pha, fgr)
+    assert worse['pha_l1'] > 0 and worse['pha_sobel'] > 0 and worse['err_l2'] > 0
+
+
+def test_resume_after_a_kill_continues_exactly(tiny_dataset, tmp_path):
+    straight = tmp_path / 'straight'
+    result = run_script('train.py', *train_args(tiny_dataset, str(straight), '--max-steps', '9',
+                                                '--checkpoint-interval', '4', '--log-valid-interval', '0'))
+    assert result.returncode == 0, result.stderr
+
+    killed = tmp_path / 'killed'
+    args = train_args(tiny_dataset, str(killed), '--checkpoint-interval', '4', '--log-valid-interval', '0')
+    process = subprocess.Popen([sys.executable, 'train.py', *args, '--max-steps', '1000'], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = killed / 'checkpoint' / 'epoch-0-iter-4.pth'
+    deadline = time.time() + 240
+    while not first.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert os.listdir(killed / 'checkpoint') == ['epoch-0-iter-4.pth']
+
+    resumed_log = tmp_path / 'resumed-log'
+    args = train_args(tiny_dataset, str(killed), '--checkpoint-interval', '4', '--log-valid-interval', '0')
+    args[args.index('--log-dir') + 1] = str(resumed_log)
+    result = run_script('train.py', *args, '--resume', '--max-steps', '9')
+    assert result.returncode == 0, result.stderr
+    assert 'Continuing from' in result.stdout
+    expected, resumed = logged(str(straight / 'log')), logged(str(resumed_log))
+    assert sorted(resumed) == [5, 6, 7, 8, 9]  # crosses the end of epoch 0 (6 steps per epoch)
+    assert [resumed[step] for step in resumed] == [expected[step] for step in resumed]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_dataset, tmp_path):
+    args = train_args(tiny_dataset, str(tmp_path), '--checkpoint-interval', '1000', '--log-valid-interval', '0')
+    process = subprocess.Popen([sys.executable, 'train.py', *args, '--max-steps', '1000'], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log_dir = tmp_path / 'log'
+    deadline = time.time() + 240
+    while not (log_dir.exists() and logged(str(log_dir))) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    saved = os.listdir(tmp_path / 'checkpoint')
+    assert len(saved) == 1 and 'interrupted: saved' in stderr + stdout
+
+
+def test_non_finite_loss_stops_without_a_checkpoint(tiny_dataset, tmp_path):
+    result = run_script('train.py', *train_args(tiny_dataset, str(tmp_path), '--max-steps', '6',
+                                                '--checkpoint-interval', '1', '--log-valid-interval', '0',
+                                                '--lr-decoder', '1e30', '--lr-aspp', '1e30', '--lr-backbone', '1e30'))
+    assert result.returncode != 0
+    assert 'error:' in result.stderr and 'at step' in result.stderr
+    for name in os.listdir(tmp_path / 'checkpoint') if (tmp_path / 'checkpoint').exists() else []:
+        weights = torch.load(tmp_path / 'checkpoint' / name, map_location='cpu', weights_only=False)['model']
+        assert all(torch.isfinite(tensor).all() for tensor in weights.values() if tensor.is_floating_point())
+
+
+def test_torchrun_with_two_gloo_processes_agrees_on_weights(tiny_dataset, tmp_path):
+    args = train_args(tiny_dataset, str(tmp_path), '--max-steps', '2', '--checkpoint-interval', '2',
+                      '--log-valid-interval', '0', '--batch-size', '1')
+    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                             'train.py', *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'replicas agree' in result.stdout
+    assert os.listdir(tmp_path / 'checkpoint') == ['epoch-0-iter-2.pth']
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--videomatte-root', '/nonexistent/videomatte'], '/nonexistent/videomatte'),
+    (['--backgrounds-root', '/nonexistent/backgrounds'], '/nonexistent/backgrounds'),
+])
+def test_missing_paths_are_named(tiny_dataset, tmp_path, extra, message):
+    args = train_args(tiny_dataset, str(tmp_path), '--max-steps', '1')
+    args[args.index('--dataset-name') + 1] = 'videomatte8k'  # a synthetic root that is missing gets generated
+    args += ['--backgrounds-root', os.path.join(tiny_dataset, 'backgrounds')]
+    result = run_script('train.py', *args, *extra)
+    assert result.returncode != 0 and message in result.stderr
+    assert 'Traceback' not in result.stderr and result.stderr.strip().splitlines()[-1].startswith('error:')
+
+
+def test_unknown_dataset_name(tiny_dataset, tmp_path):
+    args = train_args(tiny_dataset, str(tmp_path), '--max-steps', '1')
+    args[args.index('--dataset-name') + 1] = 'videomatte999k'
+    result = run_script('train.py', *args)
+    assert result.returncode != 0 and "videomatte999k" in result.stderr
+
+
+def test_checkpoint_of_another_backbone_names_both(tiny_dataset, tmp_path):
+    path = tmp_path / 'resnet50.pth'
+    torch.save(MattingBase('resnet50').state_dict(), path)
+    result = run_script('train.py', *train_args(tiny_dataset, str(tmp_path), '--max-steps', '1',
+                                                '--model-last-checkpoint', str(path)))
+    assert result.returncode != 0
+    assert 'resnet50' in result.stderr and 'mobilenetv2' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_truncated_checkpoint(tiny_dataset, tmp_path, trained_checkpoint):
+    path = tmp_path / 'truncated.pth'
+    path.write_bytes(open(trained_checkpoint, 'rb').read()[:5000])
+    result = run_script('train.py', *train_args(tiny_dataset, str(tmp_path), '--max-steps', '1',
+                                                '--model-last-checkpoint', str(path)))
+    assert result.returncode != 0 and 'truncated' in result.stderr and str(path) in result.stderr

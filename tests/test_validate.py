@@ -1,0 +1,77 @@
+"""validate.py end to end on the tiny synthetic dataset with a checkpoint from a short train.py run."""
+import csv
+import json
+import os
+
+import pytest
+
+from script_runner import run_script
+
+
+def validate_args(root: str, checkpoint: str, output: str, *extra: str) -> list[str]:
+    return ['--dataset-name', 'synthetic', '--videomatte-root', root, '--model-backbone', 'mobilenetv2',
+            '--model-checkpoint', checkpoint, '--output-path', output, '--seq-length', '4', '--device', 'cpu', *extra]
+
+
+@pytest.fixture(scope='module')
+def carried(tiny_dataset, trained_checkpoint, tmp_path_factory) -> str:
+    output = str(tmp_path_factory.mktemp('carried'))
+    result = run_script('validate.py', *validate_args(tiny_dataset, trained_checkpoint, output,
+                                                      '--save-images', '--save-states', '--state-module', '3'))
+    assert result.returncode == 0, result.stderr
+    assert 'all frames' in result.stdout
+    return output
+
+
+def test_metrics_files(carried):
+    with open(os.path.join(carried, 'metrics.json')) as file:
+        summary = json.load(file)
+    assert {'settings', 'frames', 'mean', 'clips'} <= set(summary)
+    assert summary['frames'] == 24 and sorted(summary['clips']) == ['0000', '0001']
+    assert set(summary['mean']) == {'MAD', 'MSE', 'Grad', 'Conn', 'dtSSD', 'fgr_MSE'}
+    assert all(value > 0 for value in summary['mean'].values())
+    frames = summary['clips']['0000']['frames']
+    assert [frame['frame'] for frame in frames] == list(range(12))
+    assert frames[0]['dtSSD'] is None and frames[1]['dtSSD'] is not None  # no previous frame at a clip's start
+    with open(os.path.join(carried, 'metrics.csv')) as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 24 and float(rows[5]['MAD']) == pytest.approx(frames[5]['MAD'])
+    mad = sum(frame['MAD'] for clip in summary['clips'].values() for frame in clip['frames']) / 24
+    assert summary['mean']['MAD'] == pytest.approx(mad)
+
+
+def test_saved_images_and_states(carried):
+    clip = os.path.join(carried, '0001')
+    for name in ('pred_pha', 'true_pha', 'pred_err', 'true_src', 'pred_com'):
+        assert sorted(os.listdir(os.path.join(clip, name))) == [f'{frame:06d}.png' for frame in range(12)]
+    states = [name for name in os.listdir(clip) if name.startswith('state_')]
+    assert len(states) == 2 * 48  # every channel of h and c of the third ConvLSTM (48 hidden channels)
+    assert len(os.listdir(os.path.join(clip, 'state_h_0'))) == 12
+
+
+def test_resetting_the_state_changes_the_numbers(tiny_dataset, trained_checkpoint, carried, tmp_path):
+    result = run_script('validate.py', *validate_args(tiny_dataset, trained_checkpoint, str(tmp_path),
+                                                      '--reset-state-every', '1'))
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(carried, 'metrics.json')) as file:
+        carried_frames = json.load(file)['clips']['0000']['frames']
+    with open(tmp_path / 'metrics.json') as file:
+        reset_frames = json.load(file)['clips']['0000']['frames']
+    assert reset_frames[0]['MAD'] == pytest.approx(carried_frames[0]['MAD'], rel=1e-6)  # both start from zeros
+    assert reset_frames[5]['MAD'] != pytest.approx(carried_frames[5]['MAD'], rel=1e-6)
+
+
+def test_output_path_that_is_a_file(tiny_dataset, trained_checkpoint, tmp_path):
+    path = tmp_path / 'taken'
+    path.write_text('')
+    result = run_script('validate.py', *validate_args(tiny_dataset, trained_checkpoint, str(path)))
+    assert result.returncode != 0 and f'--output-path {path} is a file' in result.stderr
+
+
+def test_missing_checkpoint_and_background_id(tiny_dataset, trained_checkpoint, tmp_path):
+    result = run_script('validate.py', *validate_args(tiny_dataset, str(tmp_path / 'nope.pth'), str(tmp_path / 'out')))
+    assert result.returncode != 0 and 'nope.pth does not exist' in result.stderr
+    result = run_script('validate.py', *validate_args(tiny_dataset, trained_checkpoint, str(tmp_path / 'out'),
+                                                      '--background-image-id', '7'))
+    assert result.returncode != 0 and 'background_image_id 7' in result.stderr
+    assert not (tmp_path / 'out' / 'metrics.json').exists()

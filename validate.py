@@ -1,0 +1,198 @@
+"""Validate a checkpoint: MAD, MSE, Grad, Conn and dtSSD per frame, per clip and overall.
+
+Every validation clip runs in order, in chunks of --seq-length frames, the ConvLSTM state carried from chunk to
+chunk within a clip (or reset every --reset-state-every frames) and reset between clips. Writes
+<output-path>/metrics.json and metrics.csv, and with --save-images / --save-states per clip:
+    <output-path>/<clip>/{pred_pha, true_pha, pred_err, true_src, pred_com}/<frame>.png
+    <output-path>/<clip>/state_h_<channel>/<frame>.png and state_c_<channel>/<frame>.png
+
+Example: python validate.py --dataset-name synthetic --model-backbone mobilenetv2 \
+             --model-checkpoint checkpoint/demo/epoch-1-iter-80.pth --output-path output/demo
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import metrics
+from atomic_file import atomic_write
+from data_path import DATA_PATH
+from dataset import DatasetError, make_dataset
+from model import BACKBONES, MattingBase
+from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument('--dataset-name', required=True, choices=sorted(DATA_PATH), help='dataset whose valid split to use')
+parser.add_argument('--videomatte-root', help='override the dataset folder of data_path.py')
+parser.add_argument('--backgrounds-root', help='override the background image folder of data_path.py')
+parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder of the checkpoint')
+parser.add_argument('--model-checkpoint', required=True, help='checkpoint file (training checkpoint or state dict)')
+parser.add_argument('--without-convlstm', action='store_true', help='run the ablation: ConvLSTM states zero at every frame')
+parser.add_argument('--output-path', required=True, help='folder for metrics.json, metrics.csv and saved images')
+parser.add_argument('--seq-length', type=int, default=8, help='frames per forward call')
+parser.add_argument('--reset-state-every', type=int, default=0,
+                    help='reset the ConvLSTM state every N frames of a clip; 0 carries it through the whole clip')
+parser.add_argument('--resolution', type=int, default=None,
+                    help='downscale frames so the shorter side is this many pixels (default: their own size)')
+parser.add_argument('--background-image-id', type=int, default=None,
+                    help='composite every clip onto this background image (index into the sorted valid backgrounds)')
+parser.add_argument('--num-workers', type=int, default=0, help='DataLoader worker processes')
+parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                    help='torch device (default: cuda when present)')
+parser.add_argument('--save-images', action='store_true',
+                    help='save pred_pha, true_pha, pred_err, true_src and the composite onto green as PNGs')
+parser.add_argument('--save-states', action='store_true',
+                    help='save each channel of the hidden (h) and cell (c) state of --state-module over time as PNGs')
+parser.add_argument('--state-module', type=int, default=3, choices=(1, 2, 3),
+                    help='which ConvLSTM --save-states saves: 1 at 1/8, 2 at 1/4, 3 at 1/2 resolution')
+
+METRIC_NAMES = ('MAD', 'MSE', 'Grad', 'Conn', 'dtSSD')
+GREEN = (120 / 255, 1.0, 155 / 255)
+
+
+def main() -> None:
+    args = parser.parse_args()
+    try:
+        validate(args)
+    except (DatasetError, CheckpointError) as error:
+        sys.exit(f'error: {error}')
+
+
+def validate(args: argparse.Namespace) -> None:
+    if os.path.exists(args.output_path) and not os.path.isdir(args.output_path):
+        sys.exit(f'error: --output-path {args.output_path} is a file: choose a folder')
+    if args.seq_length < 1 or args.reset_state_every < 0:
+        sys.exit('error: --seq-length must be at least 1 and --reset-state-every at least 0')
+    device = torch.device(args.device)
+    dataset = make_dataset(args.dataset_name, 'valid', args.seq_length, args.resolution,
+                           background_image_id=args.background_image_id,
+                           videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root)
+    model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
+    load_checkpoint_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), args.model_checkpoint)
+    model = model.eval().to(device)
+
+    rows = []
+    state, previous_clip, previous = None, None, None
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers)
+    progress = tqdm(total=sum(min(args.seq_length, len(dataset.frames[c]) - s) for c, s in dataset.index),
+                    desc='validation', unit='frame', dynamic_ncols=True)
+    with torch.no_grad():
+        for (clip_index, start), (true_fgr, true_pha, true_bgr) in zip(dataset.index, loader):
+            if clip_index != previous_clip:
+                state, previous_clip, previous = None, clip_index, None
+            clip = dataset.clips[clip_index]
+            true_fgr, true_pha, true_bgr = true_fgr.to(device), true_pha.to(device), true_bgr.to(device)
+            true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
+            for begin, end in pieces(start, true_src.shape[1], args.reset_state_every, args.save_states):
+                if args.reset_state_every and begin % args.reset_state_every == 0:
+                    state = None
+                pred_pha, pred_fgr, pred_err, _, state = model(true_src[:, begin - start:end - start], state)
+                for t, frame in enumerate(range(begin, end)):
+                    pha, truth = pred_pha[0, t, 0].float(), true_pha[0, frame - start, 0]
+                    values = metrics.frame_metrics(pha, truth, *(previous or (None, None)))
+                    values['fgr_MSE'] = metrics.fgr_mse(pred_fgr[0, t].float(), true_fgr[0, frame - start], truth)
+                    rows.append({'clip': clip, 'frame': frame, **values})
+                    previous = (pha, truth)
+                    if args.save_images:
+                        save_images(os.path.join(args.output_path, clip), frame, true_src[0, frame - start],
+                                    truth, pha, pred_fgr[0, t], pred_err[0, t, 0])
+                if args.save_states:
+                    save_state(os.path.join(args.output_path, clip), begin, state[args.state_module - 1])
+                progress.update(end - begin)
+    progress.close()
+    summary = write_metrics(args, rows)
+    print_summary(summary)
+
+
+def pieces(start: int, length: int, reset_every: int, single_frames: bool) -> list[tuple[int, int]]:
+    """Split the frames [start, start + length) of a chunk into pieces run by one forward call each: a piece never
+    crosses a state reset, and with single_frames each frame is its own piece (to record its state)."""
+    bounds = {start, start + length}
+    for frame in range(start + 1, start + length):
+        if single_frames or (reset_every and frame % reset_every == 0):
+            bounds.add(frame)
+    bounds = sorted(bounds)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def write_metrics(args: argparse.Namespace, rows: list[dict]) -> dict:
+    """metrics.csv (one row per frame) and metrics.json (settings, overall mean, per clip mean and frames)."""
+    names = [name for name in rows[0] if name not in ('clip', 'frame')]
+    clips = {}
+    for row in rows:
+        clips.setdefault(row['clip'], []).append(row)
+    summary = {
+        'settings': {key: value for key, value in vars(args).items()},
+        'frames': len(rows),
+        'mean': mean_metrics(rows, names),
+        'clips': {clip: {'mean': mean_metrics(clip_rows, names),
+                         'frames': [{key: value for key, value in row.items() if key != 'clip'} for row in clip_rows]}
+                  for clip, clip_rows in clips.items()},
+    }
+    with atomic_write(os.path.join(args.output_path, 'metrics.json'), 'w') as file:
+        json.dump(summary, file, indent=2)
+    with atomic_write(os.path.join(args.output_path, 'metrics.csv'), 'w', newline='') as file:
+        writer = csv.DictWriter(file, fieldnames=['clip', 'frame', *names])
+        writer.writeheader()
+        writer.writerows(rows)
+    return summary
+
+
+def mean_metrics(rows: list[dict], names: list[str]) -> dict:
+    """Mean of each metric over the rows where it is defined (dtSSD is None on a clip's first frame)."""
+    means = {}
+    for name in names:
+        values = [row[name] for row in rows if row[name] is not None]
+        means[name] = sum(values) / len(values) if values else None
+    return means
+
+
+def print_summary(summary: dict) -> None:
+    names = list(summary['mean'])
+    print(f"{'clip':<24}" + ''.join(f'{name:>10}' for name in names))
+    for clip, result in [*summary['clips'].items(), ('all frames', summary)]:
+        print(f'{clip:<24}' + ''.join(format_value(result['mean'][name]) for name in names))
+
+
+def format_value(value: float | None) -> str:
+    return f'{value:>10.3f}' if value is not None else f"{'-':>10}"
+
+
+def save_images(folder: str, frame: int, true_src: torch.Tensor, true_pha: torch.Tensor, pred_pha: torch.Tensor,
+                pred_fgr: torch.Tensor, pred_err: torch.Tensor) -> None:
+    """One frame's images: src/fgr (3, H, W), mattes (H, W), all in 0..1."""
+    green = torch.tensor(GREEN, device=pred_fgr.device).view(3, 1, 1)
+    composite = pred_fgr * pred_pha + green * (1 - pred_pha)
+    images = {'pred_pha': pred_pha, 'true_pha': true_pha, 'pred_err': pred_err, 'true_src': true_src,
+              'pred_com': composite}
+    for name, image in images.items():
+        save_png(os.path.join(folder, name, f'{frame:06d}.png'), image)
+
+
+def save_state(folder: str, frame: int, state: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Each channel of one ConvLSTM's (h, c) after `frame`, as grey PNGs: h in -1..1 and tanh(c) mapped to 0..1."""
+    h, c = state
+    for kind, values in (('h', h[0]), ('c', torch.tanh(c[0]))):
+        for channel, image in enumerate((values.float() + 1) / 2):
+            save_png(os.path.join(folder, f'state_{kind}_{channel}', f'{frame:06d}.png'), image)
+
+
+def save_png(path: str, image: torch.Tensor) -> None:
+    """image (H, W) or (3, H, W) in 0..1 -> 8-bit PNG, written atomically."""
+    array = (image.detach().float().clamp(0, 1) * 255).round().byte().cpu()
+    array = array.permute(1, 2, 0).numpy() if array.dim() == 3 else array.numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format='PNG')
+    with atomic_write(path) as file:
+        file.write(buffer.getvalue())
+
+
+if __name__ == '__main__':
+    main()
