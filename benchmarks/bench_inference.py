@@ -4,16 +4,11 @@ Prints one JSON object. Example: python benchmarks/bench_inference.py --backbone
 """
 import argparse
 import json
-import os
-import platform
-import statistics
-import sys
-import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from model import BACKBONES, MattingBase  # noqa: E402
+from common import device_name, median_seconds
+from model import BACKBONES, MattingBase
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--backbones', nargs='+', default=list(BACKBONES), choices=BACKBONES, help='backbones to time')
@@ -32,8 +27,7 @@ def main() -> None:
     for backbone in args.backbones:
         model = MattingBase(backbone).eval().to(device)
         src = torch.rand(1, args.chunk, 3, args.height, args.width, device=device)
-        times = [time_run(model, src, args.chunks, device) for _ in range(args.runs + 1)][1:]
-        seconds = statistics.median(times)
+        seconds = median_seconds(lambda: matte_chunks(model, src, args.chunks), runs=args.runs, device=device)
         results[backbone] = {'frames_per_second': round(args.chunk * args.chunks / seconds, 3),
                              'seconds_per_run': round(seconds, 4)}
     print(json.dumps({
@@ -44,21 +38,11 @@ def main() -> None:
 
 
 @torch.no_grad()
-def time_run(model: MattingBase, src: torch.Tensor, chunks: int, device: torch.device) -> float:
-    """Seconds to matte `chunks` chunks of the clip, carrying the ConvLSTM state from chunk to chunk."""
+def matte_chunks(model: MattingBase, src: torch.Tensor, chunks: int) -> None:
+    """Run `chunks` chunks of the clip, carrying the ConvLSTM state from chunk to chunk."""
     state = None
-    start = time.perf_counter()
     for _ in range(chunks):
         *_, state = model(src, state)
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return f'{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores'
 
 
 if __name__ == '__main__':
