@@ -28,14 +28,14 @@ from tqdm import tqdm
 
 import metrics
 from atomic_file import atomic_write
-from data_path import DATA_PATH
+from data_path import DATASETS
 from dataset import DatasetError, make_dataset
 from model import BACKBONES, MattingBase
 from model.utils import (CheckpointError, backbone_of, load_checkpoint_weights, load_imagenet_backbone,
                          load_matched_state_dict, read_checkpoint, unwrap_state_dict)
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument('--dataset-name', required=True, choices=sorted(DATA_PATH),
+parser.add_argument('--dataset-name', required=True, choices=DATASETS,
                     help='dataset to train on (paths in data_path.py); synthetic is generated on first use')
 parser.add_argument('--videomatte-root', help='override the dataset folder of data_path.py')
 parser.add_argument('--backgrounds-root', help='override the background image folder of data_path.py')

@@ -23,13 +23,13 @@ from tqdm import tqdm
 
 import metrics
 from atomic_file import atomic_write
-from data_path import DATA_PATH
+from data_path import DATASETS
 from dataset import DatasetError, make_dataset
 from model import BACKBONES, MattingBase
 from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument('--dataset-name', required=True, choices=sorted(DATA_PATH), help='dataset whose valid split to use')
+parser.add_argument('--dataset-name', required=True, choices=DATASETS, help='dataset whose valid split to use')
 parser.add_argument('--videomatte-root', help='override the dataset folder of data_path.py')
 parser.add_argument('--backgrounds-root', help='override the background image folder of data_path.py')
 parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder of the checkpoint')

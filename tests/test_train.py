@@ -38,9 +38,9 @@ def test_checkpoint_holds_everything_to_continue(trained_checkpoint):
             'train/lr_backbone'} <= set(EventAccumulator(log_dir).Reload().Tags()['scalars'])
 
 
-def test_loss_decreases_when_overfitting_one_batch(tiny_dataset):
+def test_loss_decreases_when_overfitting_one_batch(tiny_synthetic):
     torch.manual_seed(0)
-    dataset = make_dataset('synthetic', 'train', 3, 64, videomatte_root=tiny_dataset)
+    dataset = make_dataset('synthetic', 'train', 3, 64, videomatte_root=tiny_synthetic)
     fgr, pha, bgr = (x.unsqueeze(0) for x in dataset[0])
     src = fgr * pha + bgr * (1 - pha)
     model = MattingBase('mobilenetv2').train()
@@ -65,14 +65,14 @@ def test_matting_loss_is_zero_for_a_perfect_prediction():
     assert worse['pha_l1'] > 0 and worse['pha_sobel'] > 0 and worse['err_l2'] > 0
 
 
-def test_resume_after_a_kill_continues_exactly(tiny_dataset, tmp_path):
+def test_resume_after_a_kill_continues_exactly(tiny_synthetic, tmp_path):
     straight = tmp_path / 'straight'
-    result = run_script('train.py', *train_args(tiny_dataset, str(straight), '--max-steps', '9',
+    result = run_script('train.py', *train_args(tiny_synthetic, str(straight), '--max-steps', '9',
                                                 '--checkpoint-interval', '4', '--log-valid-interval', '0'))
     assert result.returncode == 0, result.stderr
 
     killed = tmp_path / 'killed'
-    args = train_args(tiny_dataset, str(killed), '--checkpoint-interval', '4', '--log-valid-interval', '0')
+    args = train_args(tiny_synthetic, str(killed), '--checkpoint-interval', '4', '--log-valid-interval', '0')
     process = subprocess.Popen([sys.executable, 'train.py', *args, '--max-steps', '1000'], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = killed / 'checkpoint' / 'epoch-0-iter-4.pth'
@@ -84,7 +84,7 @@ def test_resume_after_a_kill_continues_exactly(tiny_dataset, tmp_path):
     assert os.listdir(killed / 'checkpoint') == ['epoch-0-iter-4.pth']
 
     resumed_log = tmp_path / 'resumed-log'
-    args = train_args(tiny_dataset, str(killed), '--checkpoint-interval', '4', '--log-valid-interval', '0')
+    args = train_args(tiny_synthetic, str(killed), '--checkpoint-interval', '4', '--log-valid-interval', '0')
     args[args.index('--log-dir') + 1] = str(resumed_log)
     result = run_script('train.py', *args, '--resume', '--max-steps', '9')
     assert result.returncode == 0, result.stderr
@@ -94,8 +94,8 @@ def test_resume_after_a_kill_continues_exactly(tiny_dataset, tmp_path):
     assert [resumed[step] for step in resumed] == [expected[step] for step in resumed]
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_dataset, tmp_path):
-    args = train_args(tiny_dataset, str(tmp_path), '--checkpoint-interval', '1000', '--log-valid-interval', '0')
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_synthetic, tmp_path):
+    args = train_args(tiny_synthetic, str(tmp_path), '--checkpoint-interval', '1000', '--log-valid-interval', '0')
     process = subprocess.Popen([sys.executable, 'train.py', *args, '--max-steps', '1000'], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log_dir = tmp_path / 'log'
@@ -109,8 +109,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_dataset, tmp_path):
     assert len(saved) == 1 and 'interrupted: saved' in stderr + stdout
 
 
-def test_non_finite_loss_stops_without_a_checkpoint(tiny_dataset, tmp_path):
-    result = run_script('train.py', *train_args(tiny_dataset, str(tmp_path), '--max-steps', '6',
+def test_non_finite_loss_stops_without_a_checkpoint(tiny_synthetic, tmp_path):
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '6',
                                                 '--checkpoint-interval', '1', '--log-valid-interval', '0',
                                                 '--lr-decoder', '1e30', '--lr-aspp', '1e30', '--lr-backbone', '1e30'))
     assert result.returncode != 0
@@ -120,8 +120,8 @@ def test_non_finite_loss_stops_without_a_checkpoint(tiny_dataset, tmp_path):
         assert all(torch.isfinite(tensor).all() for tensor in weights.values() if tensor.is_floating_point())
 
 
-def test_torchrun_with_two_gloo_processes_agrees_on_weights(tiny_dataset, tmp_path):
-    args = train_args(tiny_dataset, str(tmp_path), '--max-steps', '2', '--checkpoint-interval', '2',
+def test_torchrun_with_two_gloo_processes_agrees_on_weights(tiny_synthetic, tmp_path):
+    args = train_args(tiny_synthetic, str(tmp_path), '--max-steps', '2', '--checkpoint-interval', '2',
                       '--log-valid-interval', '0', '--batch-size', '1')
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                              'train.py', *args], cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -135,34 +135,34 @@ def test_torchrun_with_two_gloo_processes_agrees_on_weights(tiny_dataset, tmp_pa
     (['--videomatte-root', '/nonexistent/videomatte'], '/nonexistent/videomatte'),
     (['--backgrounds-root', '/nonexistent/backgrounds'], '/nonexistent/backgrounds'),
 ])
-def test_missing_paths_are_named(tiny_dataset, tmp_path, extra, message):
-    args = train_args(tiny_dataset, str(tmp_path), '--max-steps', '1')
+def test_missing_paths_are_named(tiny_synthetic, tmp_path, extra, message):
+    args = train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1')
     args[args.index('--dataset-name') + 1] = 'videomatte8k'  # a synthetic root that is missing gets generated
-    args += ['--backgrounds-root', os.path.join(tiny_dataset, 'backgrounds')]
+    args += ['--backgrounds-root', os.path.join(tiny_synthetic, 'backgrounds')]
     result = run_script('train.py', *args, *extra)
     assert result.returncode != 0 and message in result.stderr
     assert 'Traceback' not in result.stderr and result.stderr.strip().splitlines()[-1].startswith('error:')
 
 
-def test_unknown_dataset_name(tiny_dataset, tmp_path):
-    args = train_args(tiny_dataset, str(tmp_path), '--max-steps', '1')
+def test_unknown_dataset_name(tiny_synthetic, tmp_path):
+    args = train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1')
     args[args.index('--dataset-name') + 1] = 'videomatte999k'
     result = run_script('train.py', *args)
     assert result.returncode != 0 and "videomatte999k" in result.stderr
 
 
-def test_checkpoint_of_another_backbone_names_both(tiny_dataset, tmp_path):
+def test_checkpoint_of_another_backbone_names_both(tiny_synthetic, tmp_path):
     path = tmp_path / 'resnet50.pth'
     torch.save(MattingBase('resnet50').state_dict(), path)
-    result = run_script('train.py', *train_args(tiny_dataset, str(tmp_path), '--max-steps', '1',
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
                                                 '--model-last-checkpoint', str(path)))
     assert result.returncode != 0
     assert 'resnet50' in result.stderr and 'mobilenetv2' in result.stderr and 'Traceback' not in result.stderr
 
 
-def test_truncated_checkpoint(tiny_dataset, tmp_path, trained_checkpoint):
+def test_truncated_checkpoint(tiny_synthetic, tmp_path, trained_checkpoint):
     path = tmp_path / 'truncated.pth'
     path.write_bytes(open(trained_checkpoint, 'rb').read()[:5000])
-    result = run_script('train.py', *train_args(tiny_dataset, str(tmp_path), '--max-steps', '1',
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
                                                 '--model-last-checkpoint', str(path)))
     assert result.returncode != 0 and 'truncated' in result.stderr and str(path) in result.stderr

@@ -14,9 +14,9 @@ def validate_args(root: str, checkpoint: str, output: str, *extra: str) -> list[
 
 
 @pytest.fixture(scope='module')
-def carried(tiny_dataset, trained_checkpoint, tmp_path_factory) -> str:
+def carried(tiny_synthetic, trained_checkpoint, tmp_path_factory) -> str:
     output = str(tmp_path_factory.mktemp('carried'))
-    result = run_script('validate.py', *validate_args(tiny_dataset, trained_checkpoint, output,
+    result = run_script('validate.py', *validate_args(tiny_synthetic, trained_checkpoint, output,
                                                       '--save-images', '--save-states', '--state-module', '3'))
     assert result.returncode == 0, result.stderr
     assert 'all frames' in result.stdout
@@ -49,8 +49,8 @@ def test_saved_images_and_states(carried):
     assert len(os.listdir(os.path.join(clip, 'state_h_0'))) == 12
 
 
-def test_resetting_the_state_changes_the_numbers(tiny_dataset, trained_checkpoint, carried, tmp_path):
-    result = run_script('validate.py', *validate_args(tiny_dataset, trained_checkpoint, str(tmp_path),
+def test_resetting_the_state_changes_the_numbers(tiny_synthetic, trained_checkpoint, carried, tmp_path):
+    result = run_script('validate.py', *validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path),
                                                       '--reset-state-every', '1'))
     assert result.returncode == 0, result.stderr
     with open(os.path.join(carried, 'metrics.json')) as file:
@@ -61,17 +61,17 @@ def test_resetting_the_state_changes_the_numbers(tiny_dataset, trained_checkpoin
     assert reset_frames[5]['MAD'] != pytest.approx(carried_frames[5]['MAD'], rel=1e-6)
 
 
-def test_output_path_that_is_a_file(tiny_dataset, trained_checkpoint, tmp_path):
+def test_output_path_that_is_a_file(tiny_synthetic, trained_checkpoint, tmp_path):
     path = tmp_path / 'taken'
     path.write_text('')
-    result = run_script('validate.py', *validate_args(tiny_dataset, trained_checkpoint, str(path)))
+    result = run_script('validate.py', *validate_args(tiny_synthetic, trained_checkpoint, str(path)))
     assert result.returncode != 0 and f'--output-path {path} is a file' in result.stderr
 
 
-def test_missing_checkpoint_and_background_id(tiny_dataset, trained_checkpoint, tmp_path):
-    result = run_script('validate.py', *validate_args(tiny_dataset, str(tmp_path / 'nope.pth'), str(tmp_path / 'out')))
+def test_missing_checkpoint_and_background_id(tiny_synthetic, trained_checkpoint, tmp_path):
+    result = run_script('validate.py', *validate_args(tiny_synthetic, str(tmp_path / 'nope.pth'), str(tmp_path / 'out')))
     assert result.returncode != 0 and 'nope.pth does not exist' in result.stderr
-    result = run_script('validate.py', *validate_args(tiny_dataset, trained_checkpoint, str(tmp_path / 'out'),
+    result = run_script('validate.py', *validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path / 'out'),
                                                       '--background-image-id', '7'))
     assert result.returncode != 0 and 'background_image_id 7' in result.stderr
     assert not (tmp_path / 'out' / 'metrics.json').exists()

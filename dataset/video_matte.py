@@ -1,0 +1,184 @@
+"""VideoMatte240K-style clips with background images: sequences for training and validation.
+
+Layout (SPEC section 4): <videomatte_dir>/fgr/<clip>/<frame>.jpg and <videomatte_dir>/pha/<clip>/<frame>.jpg
+with the same frame names, and background images <background_dir>/*.jpg. Names starting with '.' are
+ignored (extract_frames.py writes unfinished clips under such names).
+"""
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .augmentation import MotionAugmentation, TrainFrameSampler, ValidFrameSampler, randint
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+
+
+class DatasetError(ValueError):
+    """A dataset on disk that cannot be used: the message names the path and what to do.
+
+    A DataLoader worker's exception comes back to the main process with the worker's traceback as its
+    message; str() keeps only the original one-line message, so that scripts print one clear line.
+    """
+
+    def __str__(self) -> str:
+        lines = super().__str__().rstrip().splitlines() or ['']
+        return lines[-1].split('DatasetError: ', 1)[-1]
+
+
+class VideoMatte240KDataset(Dataset):
+    """Sequences of T = seq_length frames of one clip, in time order, with one background per sequence.
+
+    Item i is (fgr, pha, bgr): float32 tensors (T, 3, S, S), (T, 1, S, S), (T, 3, S, S) in 0..1 where
+    S is augmentation.size, or (T, C, H, W) at the clip's own size when augmentation.size is None. The
+    items are the clips' seq_length-frame tiles, `index[i] = (clip_idx, start)` (clip names in `clips`,
+    their sorted frame names in `frames[clip_idx]`); frame_sampler picks the frames of item i
+    (ValidFrameSampler: frames start..start+T-1 of the clip, the last tile of a clip possibly shorter).
+    All randomness of item i (frames, background, augmentation) comes from a generator seeded by
+    (seed, epoch, i), so an item is the same whatever the worker count or a resume mid-epoch;
+    call set_epoch before each epoch (DataLoader workers copy the dataset when an epoch's iterator starts,
+    so it does not reach persistent_workers). With background_per_clip, the background is drawn per clip
+    from (seed, clip_idx) instead, so that all tiles of a clip share it (validation, carrying state
+    between tiles); background_image_id fixes it to that image of the sorted background list.
+
+    Frames are decoded just large enough to cover S x S (reduced_decoding lets JPEGs decode at 1/2, 1/4
+    or 1/8 size directly) before augmentation crops them; backgrounds likewise, or, when S is None, just
+    large enough to cover the clip's frames. The folders, clips, frame names and backgrounds are checked
+    when the dataset is built; a frame that cannot be decoded raises DatasetError when its item is loaded.
+    """
+
+    def __init__(self, videomatte_dir: str, background_dir: str, seq_length: int,
+                 frame_sampler: TrainFrameSampler | ValidFrameSampler, augmentation: MotionAugmentation,
+                 seed: int = 0, background_image_id: int | None = None, background_per_clip: bool = False,
+                 reduced_decoding: bool = True):
+        if seq_length < 1 or seed < 0:
+            raise DatasetError(f'seq_length {seq_length}, seed {seed}: use 1 or more frames and a seed of 0 or more')
+        self.videomatte_dir = videomatte_dir
+        self.clips, self.frames = list_clips(videomatte_dir)
+        self.background_dir = background_dir
+        self.backgrounds = list_images(background_dir, 'background images')
+        if background_image_id is not None and not 0 <= background_image_id < len(self.backgrounds):
+            raise DatasetError(f'{background_dir}: background_image_id {background_image_id} is out of range; '
+                               f'use 0..{len(self.backgrounds) - 1}')
+        self.index = [(clip_idx, start) for clip_idx, frames in enumerate(self.frames)
+                      for start in range(0, len(frames), seq_length)]
+        self.seq_length = seq_length
+        self.frame_sampler = frame_sampler
+        self.augmentation = augmentation
+        self.seed = seed
+        self.epoch = 0
+        self.background_image_id = background_image_id
+        self.background_per_clip = background_per_clip
+        self.reduced_decoding = reduced_decoding
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        clip_idx, start = self.index[index]
+        generator = seeded_generator(self.seed, self.epoch, index)
+        frames = self.frame_sampler(len(self.frames[clip_idx]), start, self.seq_length, generator)
+        cover = (self.augmentation.size, self.augmentation.size) if self.augmentation.size else None
+        fgr, pha = [], []
+        for frame in (self.frames[clip_idx][i] for i in frames):
+            fgr.append(read_image(self._frame_path('fgr', clip_idx, frame), 'RGB', cover, self.reduced_decoding))
+            pha.append(read_image(self._frame_path('pha', clip_idx, frame), 'L', cover, self.reduced_decoding))
+        fgr, pha = torch.stack(fgr), torch.stack(pha)
+        background = self.backgrounds[self._background_idx(clip_idx, generator)]
+        bgr = read_image(os.path.join(self.background_dir, background), 'RGB', cover or (fgr.shape[-1], fgr.shape[-2]),
+                         self.reduced_decoding)
+        bgr = bgr.expand(len(frames), -1, -1, -1)
+        return self.augmentation(fgr / 255, pha / 255, bgr / 255, generator)
+
+    def _frame_path(self, part: str, clip_idx: int, frame: str) -> str:
+        return os.path.join(self.videomatte_dir, part, self.clips[clip_idx], frame)
+
+    def _background_idx(self, clip_idx: int, generator: torch.Generator) -> int:
+        if self.background_image_id is not None:
+            return self.background_image_id
+        if self.background_per_clip:
+            generator = seeded_generator(self.seed, clip_idx)
+        return randint(generator, len(self.backgrounds))
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A torch.Generator seeded by a well-mixed hash of the non-negative integers `keys`."""
+    seed = np.random.SeedSequence(keys).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(seed))
+
+
+def read_image(path: str, mode: str, cover: tuple[int, int] | None = None,
+               reduced_decoding: bool = True) -> torch.Tensor:
+    """Decode an image to a uint8 tensor (C, H, W), C = 3 for mode 'RGB', 1 for 'L'.
+
+    With cover = (width, height), the image is resized, keeping its aspect ratio, to the smallest size
+    that covers it. With reduced_decoding, a JPEG is first decoded at 1/2, 1/4 or 1/8 of its size
+    (Pillow's draft mode: libjpeg scales while decoding), never below that size: the same geometry as
+    decoding it whole, for a fraction of the time.
+    """
+    try:
+        with Image.open(path) as image:
+            size = image.size if cover is None else covering_size(image.size, cover)
+            if reduced_decoding and size != image.size:
+                image.draft(mode, size)
+            if image.mode != mode:
+                image = image.convert(mode)
+            if image.size != size:
+                image = image.resize(size, Image.Resampling.BILINEAR)
+            array = np.array(image)
+    except OSError as error:  # Pillow's errors for missing, unidentified and truncated files
+        raise DatasetError(f'{path}: cannot decode this image ({error}); replace it or re-extract its clip') from None
+    return torch.from_numpy(array).permute(2, 0, 1) if array.ndim == 3 else torch.from_numpy(array)[None]
+
+
+def covering_size(size: tuple[int, int], cover: tuple[int, int]) -> tuple[int, int]:
+    """The smallest (width, height) with the aspect ratio of `size` that covers `cover`."""
+    scale = max(cover[0] / size[0], cover[1] / size[1])
+    return max(cover[0], round(size[0] * scale)), max(cover[1], round(size[1] * scale))
+
+
+def list_images(folder: str, what: str) -> list[str]:
+    """Sorted names of the images in `folder` (hidden names skipped); DatasetError if there are none."""
+    if not os.path.isdir(folder):
+        raise DatasetError(f'{folder}: folder not found; set the dataset paths (data_path.py or its environment '
+                           f'variables) to where the {what} are')
+    names = sorted(name for name in os.listdir(folder)
+                   if not name.startswith('.') and name.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise DatasetError(f'{folder}: no {what} (*.jpg, *.png); put them there or fix the dataset path')
+    return names
+
+
+def list_clips(videomatte_dir: str) -> tuple[list[str], list[list[str]]]:
+    """Sorted clip names and, per clip, its sorted frame names, checked to be the same in fgr/ and pha/."""
+    fgr_dir, pha_dir = os.path.join(videomatte_dir, 'fgr'), os.path.join(videomatte_dir, 'pha')
+    for folder in (fgr_dir, pha_dir):
+        if not os.path.isdir(folder):
+            raise DatasetError(f'{folder}: folder not found; set the dataset paths (data_path.py or its environment '
+                               f'variables) to frames extracted by scripts/extract_frames.py')
+    clips = sorted(name for name in os.listdir(fgr_dir)
+                   if not name.startswith('.') and os.path.isdir(os.path.join(fgr_dir, name)))
+    pha_clips = sorted(name for name in os.listdir(pha_dir)
+                       if not name.startswith('.') and os.path.isdir(os.path.join(pha_dir, name)))
+    if not clips:
+        raise DatasetError(f'{fgr_dir}: no clip folders; extract the frames with scripts/extract_frames.py')
+    if clips != pha_clips:
+        clip = sorted(set(clips) ^ set(pha_clips))[0]
+        part = 'pha' if clip in clips else 'fgr'
+        raise DatasetError(f'{os.path.join(videomatte_dir, part, clip)}: clip folder missing; re-extract clip '
+                           f'{clip!r} or delete it from both fgr/ and pha/')
+    frames = []
+    for clip in clips:
+        names = list_images(os.path.join(fgr_dir, clip), 'frames')
+        pha_names = list_images(os.path.join(pha_dir, clip), 'frames')
+        if names != pha_names:
+            frame = sorted(set(names) ^ set(pha_names))[0]
+            raise DatasetError(f'{os.path.join(videomatte_dir, "{fgr,pha}", clip)}: fgr has {len(names)} frames and '
+                               f'pha {len(pha_names)}, {frame} in only one; re-extract this clip')
+        frames.append(names)
+    return clips, frames

@@ -1,0 +1,27 @@
+"""Shared fixtures."""
+import os
+
+import pytest
+
+from dataset.synthetic import generate
+from script_runner import run_script, train_args
+
+
+@pytest.fixture(scope='session')
+def tiny_synthetic(tmp_path_factory) -> str:
+    """Root of a tiny plain synthetic dataset, written once per session (about 0.2 s): 96x54 frames;
+    train 3 clips, valid 2 clips, 12 frames each; 2 backgrounds per split. Use it read-only, e.g.
+    make_dataset('synthetic', 'train', 4, 32, videomatte_root=tiny_synthetic)."""
+    root = str(tmp_path_factory.mktemp('data') / 'synthetic')
+    generate(root, width=96, height=54, frames=12, train_clips=3, valid_clips=2, train_backgrounds=2,
+             valid_backgrounds=2)
+    return root
+
+
+@pytest.fixture(scope='session')
+def trained_checkpoint(tiny_synthetic, tmp_path_factory) -> str:
+    """A checkpoint of 4 train.py steps on tiny_synthetic (a training checkpoint, as train.py writes it)."""
+    out = str(tmp_path_factory.mktemp('trained'))
+    result = run_script('train.py', *train_args(tiny_synthetic, out, '--max-steps', '4', '--log-valid-interval', '0'))
+    assert result.returncode == 0, result.stderr
+    return os.path.join(out, 'checkpoint', 'epoch-0-iter-4.pth')
