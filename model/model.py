@@ -5,6 +5,7 @@ time -> 37 channels per frame: alpha (1), foreground residual (3), error (1), hi
 """
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
@@ -16,6 +17,18 @@ from .refiner import Refiner
 from .resnet import ResNetEncoder
 
 BACKBONES = ('resnet50', 'resnet101', 'mobilenetv2')
+
+
+def clamp_with_gradient(x: Tensor) -> Tensor:
+    """x clamped to 0..1, with the gradient of the identity.
+
+    A plain clamp has zero gradient outside 0..1: early in training from scratch the alpha head can be pushed
+    below 0 everywhere and never recover (all-zero alpha). Passing the gradient through lets the loss pull it back.
+    """
+    clamped = x.clamp(0, 1)
+    if not torch.is_grad_enabled():
+        return clamped
+    return clamped.detach() + (x - x.detach())
 
 
 class MattingBase(nn.Module):
@@ -49,9 +62,9 @@ class MattingBase(nn.Module):
         hid (B, T, 32, H, W) >= 0 and the state: three (h, c) pairs at 1/8, 1/4 and 1/2 resolution.
         """
         x, state = self.decode(src, state)
-        pha = x[:, :, 0:1].clamp(0, 1)
-        fgr = (x[:, :, 1:4] + src).clamp(0, 1)
-        err = x[:, :, 4:5].clamp(0, 1)
+        pha = clamp_with_gradient(x[:, :, 0:1])
+        fgr = clamp_with_gradient(x[:, :, 1:4] + src)
+        err = clamp_with_gradient(x[:, :, 4:5])
         hid = x[:, :, 5:].relu()
         return pha, fgr, err, hid, state
 
@@ -81,13 +94,13 @@ class MattingRefine(MattingBase):
                                recompute_scale_factor=True)
         x, state = self.decode(src_sm.unflatten(0, (batch, time)), state)
         x = x.flatten(0, 1)
-        pha_sm = x[:, 0:1].clamp(0, 1)
+        pha_sm = clamp_with_gradient(x[:, 0:1])
         fgr_residual_sm = x[:, 1:4]
-        err_sm = x[:, 4:5].clamp(0, 1)
+        err_sm = clamp_with_gradient(x[:, 4:5])
         hid_sm = x[:, 5:].relu()
         pha, fgr_residual, ref_sm = self.refiner(frames, pha_sm, fgr_residual_sm, err_sm, hid_sm)
-        pha = pha.clamp(0, 1)[..., :height, :width]
-        fgr = (fgr_residual + frames).clamp(0, 1)[..., :height, :width]
-        fgr_sm = (fgr_residual_sm + src_sm).clamp(0, 1)
+        pha = clamp_with_gradient(pha)[..., :height, :width]
+        fgr = clamp_with_gradient(fgr_residual + frames)[..., :height, :width]
+        fgr_sm = clamp_with_gradient(fgr_residual_sm + src_sm)
         outputs = (pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm)
         return (*(y.unflatten(0, (batch, time)) for y in outputs), state)

@@ -251,3 +251,15 @@ def test_refine_rejects_bad_settings():
         MattingRefine('mobilenetv2', refine_mode='everything')
     with pytest.raises(ValueError, match='backbone_scale'):
         MattingRefine('mobilenetv2', backbone_scale=0.75)
+
+
+def test_outputs_stay_in_range_and_pass_gradient_when_out_of_range():
+    torch.manual_seed(0)
+    model = MattingBase('mobilenetv2').train()
+    with torch.no_grad():
+        model.decoder.conv4.bias[0] = -50.0  # alpha far below 0 everywhere: a plain clamp would give no gradient
+    pha, fgr, err, _, _ = model(torch.rand(2, 2, 3, 32, 32))
+    assert pha.min() >= 0 and pha.max() <= 1 and fgr.min() >= 0 and fgr.max() <= 1
+    assert pha.max() == 0
+    torch.nn.functional.l1_loss(pha, torch.ones_like(pha)).backward()
+    assert model.decoder.conv4.bias.grad[0] < 0  # gradient descent raises the alpha bias
