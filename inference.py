@@ -1,0 +1,260 @@
+"""Matte your own video (any format OpenCV reads) or folder of frames with a checkpoint.
+
+    python inference.py --model-backbone mobilenetv2 --model-checkpoint checkpoint/demo/epoch-6-iter-180.pth \
+        --input my_video.mp4 --output-dir output/my_video --output-types pha com
+
+Frames stream through in chunks of --seq-length with the ConvLSTM state carried from chunk to chunk, so memory
+does not grow with the video's length. Writes <output-dir>/{pha,fgr,com}.mp4 at the input's frame rate and size,
+or with --output-format png <output-dir>/{pha,fgr,com}/000000.png ... Each output is written under a temporary
+name and renamed when complete. High-resolution video: --downsample-ratio runs the network at a reduced size and
+upsamples its alpha and foreground residual; --model-refine runs MattingRefine (BackgroundMattingV2's refiner).
+"""
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model import BACKBONES, MattingBase, MattingRefine
+from model.refiner import REFINE_MODES
+from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder of the checkpoint')
+parser.add_argument('--model-checkpoint', required=True, help='checkpoint file (training checkpoint or state dict)')
+parser.add_argument('--without-convlstm', action='store_true', help='ConvLSTM states zero at every frame (ablation)')
+parser.add_argument('--input', required=True, help='a video file, or a folder of .png/.jpg frames (sorted by name)')
+parser.add_argument('--fps', type=float, default=30, help='frame rate of the output when the input is a folder')
+parser.add_argument('--num-frames', type=int, default=None, help='matte only the first N frames')
+parser.add_argument('--output-dir', required=True, help='folder for the outputs')
+parser.add_argument('--output-types', nargs='+', default=['com'], choices=('pha', 'fgr', 'com'),
+                    help='alpha, foreground, and/or composite onto --composite-background')
+parser.add_argument('--output-format', default='video', choices=('video', 'png'), help='mp4 videos or PNG sequences')
+parser.add_argument('--composite-background', default='120,255,155',
+                    help="a colour 'R,G,B' or '#rrggbb', or an image file (resized to the frames)")
+parser.add_argument('--seq-length', type=int, default=8, help='frames per forward call')
+parser.add_argument('--downsample-ratio', type=float, default=1.0,
+                    help='run the network at this fraction of the frame size (e.g. 0.25 for 4K), then upsample')
+parser.add_argument('--model-refine', action='store_true',
+                    help='MattingRefine: the network at --refine-backbone-scale, the refiner at full resolution')
+parser.add_argument('--refine-backbone-scale', type=float, default=0.25, help='scale the base network runs at')
+parser.add_argument('--refine-mode', default='sampling', choices=REFINE_MODES, help='which 4x4 patches to refine')
+parser.add_argument('--refine-sample-pixels', type=int, default=80_000, help="pixels refined in 'sampling' mode")
+parser.add_argument('--refine-threshold', type=float, default=0.1, help="error threshold in 'thresholding' mode")
+parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                    help='torch device (default: cuda when present)')
+parser.add_argument('--fp16', action=argparse.BooleanOptionalAction, default=None,
+                    help='half precision autocast (CUDA only; default: on with CUDA)')
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+class InferenceError(Exception):
+    """A user input that cannot be matted: the message names it and what to do."""
+
+
+def main() -> None:
+    args = parser.parse_args()
+    try:
+        matte(args)
+    except (InferenceError, CheckpointError) as error:
+        sys.exit(f'error: {error}')
+
+
+def matte(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    use_fp16 = args.fp16 if args.fp16 is not None else device.type == 'cuda'
+    if use_fp16 and device.type != 'cuda':
+        raise InferenceError('--fp16 needs a CUDA device: drop it or pass --device cuda')
+    if not 0 < args.downsample_ratio <= 1 or args.seq_length < 1:
+        raise InferenceError('--downsample-ratio must be in (0, 1] and --seq-length at least 1')
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise InferenceError(f'--output-dir {args.output_dir} is a file: choose a folder')
+    frames, fps, (width, height), count = open_input(args.input, args.fps)
+    if args.num_frames is not None:
+        count = min(count, args.num_frames)
+    model = load_model(args, device)
+    background = composite_background(args.composite_background, width, height, device)
+
+    outputs = {kind: Output(args.output_dir, kind, args.output_format, fps, (width, height))
+               for kind in args.output_types}
+    try:
+        state = None
+        with torch.no_grad(), tqdm(total=count, unit='frame', dynamic_ncols=True) as progress:
+            for chunk in chunks(frames, args.seq_length, count):
+                src = torch.from_numpy(np.stack(chunk)).to(device).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_fp16):
+                    pha, fgr, state = run_model(model, src, state, args.downsample_ratio)
+                pha, fgr = pha[0].float(), fgr[0].float()
+                images = {'pha': pha.expand(-1, 3, -1, -1), 'fgr': fgr,
+                          'com': fgr * pha + background * (1 - pha)}
+                for kind, output in outputs.items():
+                    output.write(images[kind])
+                progress.update(len(chunk))
+        if progress.n == 0:
+            raise InferenceError(f'--input {args.input}: no frame could be read')
+    except BaseException:
+        for output in outputs.values():
+            output.discard()
+        raise
+    for output in outputs.values():
+        output.commit()
+    print(f"{progress.n} frames matted into {', '.join(output.path for output in outputs.values())}")
+
+
+def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
+    recurrent = not args.without_convlstm
+    if args.model_refine:
+        model = MattingRefine(args.model_backbone, args.refine_backbone_scale, args.refine_mode,
+                              args.refine_sample_pixels, args.refine_threshold, recurrent=recurrent)
+    else:
+        model = MattingBase(args.model_backbone, recurrent=recurrent)
+    load_checkpoint_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), args.model_checkpoint)
+    return model.eval().to(device)
+
+
+def run_model(model: MattingBase, src: torch.Tensor, state, downsample_ratio: float):
+    """src (1, T, 3, H, W) in 0..1 -> pha (1, T, 1, H, W), fgr (1, T, 3, H, W) in 0..1 and the new state."""
+    if isinstance(model, MattingRefine):
+        pha, fgr, *_, state = model(src, state)
+        return pha, fgr, state
+    if downsample_ratio == 1:
+        pha, fgr, _, _, state = model(src, state)
+        return pha, fgr, state
+    frames = src.flatten(0, 1)
+    small = F.interpolate(frames, scale_factor=downsample_ratio, mode='bilinear', align_corners=False,
+                          recompute_scale_factor=True)
+    pha, fgr, _, _, state = model(small.unsqueeze(0), state)
+    size = frames.shape[-2:]
+    # Upsample the foreground's residual, not the foreground, so full-resolution detail comes from the source.
+    residual = F.interpolate(fgr[0] - small, size, mode='bilinear', align_corners=False)
+    pha = F.interpolate(pha[0], size, mode='bilinear', align_corners=False).clamp(0, 1)
+    fgr = (frames + residual).clamp(0, 1)
+    return pha.unsqueeze(0), fgr.unsqueeze(0), state
+
+
+def open_input(path: str, folder_fps: float) -> tuple[Iterator[np.ndarray], float, tuple[int, int], int]:
+    """(RGB uint8 frames (H, W, 3), frame rate, (width, height), frame count) of a video file or a frame folder."""
+    if os.path.isdir(path):
+        names = sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_EXTENSIONS))
+        if not names:
+            raise InferenceError(f'--input {path} holds no {"/".join(IMAGE_EXTENSIONS)} images')
+        first = read_image(os.path.join(path, names[0]))
+        frames = (read_image(os.path.join(path, name), first.shape) for name in names)
+        return frames, folder_fps, (first.shape[1], first.shape[0]), len(names)
+    if not os.path.isfile(path):
+        raise InferenceError(f'--input {path} does not exist: give a video file or a folder of frames')
+    capture = cv2.VideoCapture(path)
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if not capture.isOpened() or width == 0 or height == 0:
+        raise InferenceError(f'--input {path} cannot be read as a video: convert it to mp4 or extract its frames')
+    fps = capture.get(cv2.CAP_PROP_FPS) or folder_fps
+    return read_video(capture), fps, (width, height), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+
+
+def read_video(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+
+
+def read_image(path: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """An RGB uint8 frame (H, W, 3); InferenceError if it cannot be decoded or its size differs from `shape`."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise InferenceError(f'{path} cannot be decoded as an image: remove or replace it')
+    if shape is not None and image.shape != shape:
+        raise InferenceError(f'{path} is {image.shape[1]}x{image.shape[0]}, the first frame {shape[1]}x{shape[0]}: '
+                             f'all frames of a folder must have one size')
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def chunks(frames: Iterator[np.ndarray], size: int, limit: int | None) -> Iterator[list[np.ndarray]]:
+    """Lists of up to `size` consecutive frames, `limit` frames in all (None: until the input ends)."""
+    chunk, taken = [], 0
+    for frame in frames:
+        if limit is not None and taken >= limit:
+            break
+        chunk.append(frame)
+        taken += 1
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def composite_background(spec: str, width: int, height: int, device: torch.device) -> torch.Tensor:
+    """(3, H, W) or (3, 1, 1) in 0..1 from 'R,G,B', '#rrggbb' or an image file."""
+    if os.path.isfile(spec):
+        image = cv2.resize(read_image(spec), (width, height), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(image).to(device).permute(2, 0, 1).float().div(255)
+    try:
+        rgb = ([int(spec[i:i + 2], 16) for i in (1, 3, 5)] if spec.startswith('#') and len(spec) == 7
+               else [int(value) for value in spec.split(',')])
+    except ValueError:
+        rgb = []
+    if len(rgb) != 3 or not all(0 <= value <= 255 for value in rgb):
+        raise InferenceError(f"--composite-background {spec}: give 'R,G,B' (0-255), '#rrggbb' or an image file")
+    return torch.tensor(rgb, device=device, dtype=torch.float32).div(255).view(3, 1, 1)
+
+
+class Output:
+    """One output (pha, fgr or com) written under a temporary name: commit() renames it into place, discard()
+    removes it. Video: <dir>/<kind>.mp4 (H.264-compatible mp4v); PNG: <dir>/<kind>/000000.png ..."""
+
+    def __init__(self, folder: str, kind: str, output_format: str, fps: float, size: tuple[int, int]):
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, f'{kind}.mp4' if output_format == 'video' else kind)
+        self.temporary = os.path.join(folder, f'.{kind}.partial' + ('.mp4' if output_format == 'video' else ''))
+        self.frames = 0
+        self.video = None
+        if output_format == 'video':
+            self.video = cv2.VideoWriter(self.temporary, cv2.VideoWriter_fourcc(*'mp4v'), fps, size)
+            if not self.video.isOpened():
+                raise InferenceError(f'cannot write the video {self.temporary}: check the folder is writable')
+        else:
+            shutil.rmtree(self.temporary, ignore_errors=True)
+            os.makedirs(self.temporary)
+
+    def write(self, images: torch.Tensor) -> None:
+        """images (T, 3, H, W) in 0..1."""
+        for image in (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy():
+            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            if self.video is not None:
+                self.video.write(bgr)
+            else:
+                cv2.imwrite(os.path.join(self.temporary, f'{self.frames:06d}.png'), bgr)
+            self.frames += 1
+
+    def commit(self) -> None:
+        if self.video is not None:
+            self.video.release()
+            os.replace(self.temporary, self.path)
+            return
+        if os.path.isdir(self.path):
+            shutil.rmtree(self.path)
+        os.rename(self.temporary, self.path)
+
+    def discard(self) -> None:
+        if self.video is not None:
+            self.video.release()
+            if os.path.exists(self.temporary):
+                os.remove(self.temporary)
+        else:
+            shutil.rmtree(self.temporary, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
