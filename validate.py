@@ -40,7 +40,8 @@ parser.add_argument('--seq-length', type=int, default=8, help='frames per forwar
 parser.add_argument('--reset-state-every', type=int, default=0,
                     help='reset the ConvLSTM state every N frames of a clip; 0 carries it through the whole clip')
 parser.add_argument('--resolution', type=int, default=None,
-                    help='downscale frames so the shorter side is this many pixels (default: their own size)')
+                    help='resize frames so the shorter side is this many pixels and centre-crop them square '
+                         '(default: frames at their own size)')
 parser.add_argument('--background-image-id', type=int, default=None,
                     help='composite every clip onto this background image (index into the sorted valid backgrounds)')
 parser.add_argument('--num-workers', type=int, default=0, help='DataLoader worker processes')
@@ -129,7 +130,7 @@ def write_metrics(args: argparse.Namespace, rows: list[dict]) -> dict:
     for row in rows:
         clips.setdefault(row['clip'], []).append(row)
     summary = {
-        'settings': {key: value for key, value in vars(args).items()},
+        'settings': vars(args),
         'frames': len(rows),
         'mean': mean_metrics(rows, names),
         'clips': {clip: {'mean': mean_metrics(clip_rows, names),
