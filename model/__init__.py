@@ -1,1 +1,3 @@
 from .model import BACKBONES, MattingBase, MattingRefine
+
+__all__ = ['BACKBONES', 'MattingBase', 'MattingRefine']

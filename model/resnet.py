@@ -1,5 +1,4 @@
 """ResNet50 / ResNet101 encoder with a dilated last stage (output stride 16, as DeepLabV3)."""
-import torch
 from torch import Tensor
 from torchvision.models.resnet import Bottleneck, ResNet
 

@@ -2,8 +2,10 @@
 import os
 
 import pytest
+import torch
 
 from dataset.synthetic import generate
+from model import MattingBase
 from script_runner import run_script, train_args
 
 
@@ -25,3 +27,12 @@ def trained_checkpoint(tiny_synthetic, tmp_path_factory) -> str:
     result = run_script('train.py', *train_args(tiny_synthetic, out, '--max-steps', '4', '--log-valid-interval', '0'))
     assert result.returncode == 0, result.stderr
     return os.path.join(out, 'checkpoint', 'epoch-0-iter-4.pth')
+
+
+@pytest.fixture(scope='session')
+def random_checkpoint(tmp_path_factory) -> str:
+    """A bare state dict of a randomly initialised MattingBase('mobilenetv2'), as the original project saved them."""
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp('model') / 'mobilenetv2.pth')
+    torch.save(MattingBase('mobilenetv2').state_dict(), path)
+    return path

@@ -13,18 +13,10 @@ export = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(export)
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp('model') / 'mobilenetv2.pth')
-    torch.save(MattingBase('mobilenetv2').state_dict(), path)
-    return path
-
-
 @pytest.mark.parametrize('export_format', ['torchscript', 'onnx'])
-def test_exported_model_equals_pytorch_at_another_size(checkpoint, tmp_path, export_format):
+def test_exported_model_equals_pytorch_at_another_size(random_checkpoint, tmp_path, export_format):
     output = tmp_path / f'model.{export_format}'
-    result = run_script('scripts/export.py', '--model-backbone', 'mobilenetv2', '--model-checkpoint', checkpoint,
+    result = run_script('scripts/export.py', '--model-backbone', 'mobilenetv2', '--model-checkpoint', random_checkpoint,
                         '--format', export_format, '--output', str(output), '--resolution', '64', '96',
                         '--seq-length', '2')
     assert result.returncode == 0, result.stderr
@@ -32,7 +24,7 @@ def test_exported_model_equals_pytorch_at_another_size(checkpoint, tmp_path, exp
     assert [name for name in os.listdir(tmp_path) if name != output.name] == []  # no temporary file left
 
     model = MattingBase('mobilenetv2').eval()
-    model.load_state_dict(torch.load(checkpoint))
+    model.load_state_dict(torch.load(random_checkpoint))
     wrapper = export.ExplicitStateMatting(model).eval()
     run = export.load_torchscript(str(output)) if export_format == 'torchscript' else export.load_onnx(str(output))
     torch.manual_seed(1)
@@ -48,7 +40,7 @@ def test_zero_state_matches_the_model_state_shapes():
     assert shapes == [tuple(tensor.shape) for tensor in export.zero_state(2, 45, 77)]
 
 
-def test_bad_checkpoint_and_output(checkpoint, tmp_path):
+def test_bad_checkpoint_and_output(random_checkpoint, tmp_path):
     other = tmp_path / 'resnet50.pth'
     torch.save(MattingBase('resnet50').state_dict(), other)
     result = run_script('scripts/export.py', '--model-backbone', 'mobilenetv2', '--model-checkpoint', str(other),

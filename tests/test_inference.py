@@ -13,14 +13,6 @@ WIDTH, HEIGHT, FRAMES, FPS = 80, 48, 10, 12.0
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = str(tmp_path_factory.mktemp('model') / 'mobilenetv2.pth')
-    torch.save(MattingBase('mobilenetv2').state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope='module')
 def video(tmp_path_factory) -> str:
     """A moving bright square over a gradient: FRAMES frames of WIDTH x HEIGHT at FPS."""
     path = str(tmp_path_factory.mktemp('video') / 'clip.mp4')
@@ -50,8 +42,8 @@ def infer(checkpoint: str, source: str, output: str, *extra: str):
                       '--input', source, '--output-dir', output, '--device', 'cpu', *extra)
 
 
-def test_video_outputs_match_the_input(checkpoint, video, tmp_path):
-    result = infer(checkpoint, video, str(tmp_path), '--output-types', 'pha', 'fgr', 'com', '--seq-length', '4')
+def test_video_outputs_match_the_input(random_checkpoint, video, tmp_path):
+    result = infer(random_checkpoint, video, str(tmp_path), '--output-types', 'pha', 'fgr', 'com', '--seq-length', '4')
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path)) == ['com.mp4', 'fgr.mp4', 'pha.mp4']
     for name in ('com.mp4', 'fgr.mp4', 'pha.mp4'):
@@ -60,9 +52,9 @@ def test_video_outputs_match_the_input(checkpoint, video, tmp_path):
         assert frames[0].shape == (HEIGHT, WIDTH, 3)
 
 
-def test_chunked_streaming_equals_one_pass(checkpoint, video, tmp_path):
+def test_chunked_streaming_equals_one_pass(random_checkpoint, video, tmp_path):
     for seq_length in ('3', '10'):
-        result = infer(checkpoint, video, str(tmp_path / seq_length), '--output-types', 'pha',
+        result = infer(random_checkpoint, video, str(tmp_path / seq_length), '--output-types', 'pha',
                        '--output-format', 'png', '--seq-length', seq_length)
         assert result.returncode == 0, result.stderr
     names = sorted(os.listdir(tmp_path / '3' / 'pha'))
@@ -73,12 +65,12 @@ def test_chunked_streaming_equals_one_pass(checkpoint, video, tmp_path):
         assert np.abs(chunked - whole).max() <= 1
 
 
-def test_frame_folder_input_and_num_frames(checkpoint, video, tmp_path):
+def test_frame_folder_input_and_num_frames(random_checkpoint, video, tmp_path):
     folder = tmp_path / 'frames'
     folder.mkdir()
     for index, frame in enumerate(read_video(video)[0]):
         cv2.imwrite(str(folder / f'{index:04d}.png'), frame)
-    result = infer(checkpoint, str(folder), str(tmp_path / 'out'), '--fps', '25', '--num-frames', '7')
+    result = infer(random_checkpoint, str(folder), str(tmp_path / 'out'), '--fps', '25', '--num-frames', '7')
     assert result.returncode == 0, result.stderr
     frames, fps = read_video(str(tmp_path / 'out' / 'com.mp4'))
     assert len(frames) == 7 and fps == pytest.approx(25)
@@ -86,14 +78,14 @@ def test_frame_folder_input_and_num_frames(checkpoint, video, tmp_path):
 
 @pytest.mark.parametrize('extra', [['--downsample-ratio', '0.5'],
                                    ['--model-refine', '--refine-backbone-scale', '0.5', '--refine-mode', 'full']])
-def test_high_resolution_paths_keep_the_frame_size(checkpoint, video, tmp_path, extra):
-    result = infer(checkpoint, video, str(tmp_path), '--output-types', 'pha', '--output-format', 'png', *extra)
+def test_high_resolution_paths_keep_the_frame_size(random_checkpoint, video, tmp_path, extra):
+    result = infer(random_checkpoint, video, str(tmp_path), '--output-types', 'pha', '--output-format', 'png', *extra)
     assert result.returncode == 0, result.stderr
     image = cv2.imread(str(tmp_path / 'pha' / '000000.png'))
     assert image.shape == (HEIGHT, WIDTH, 3) and len(os.listdir(tmp_path / 'pha')) == FRAMES
 
 
-def test_composite_onto_a_colour_where_alpha_is_zero(checkpoint, video, tmp_path):
+def test_composite_onto_a_colour_where_alpha_is_zero(random_checkpoint, video, tmp_path):
     torch.manual_seed(0)
     model = MattingBase('mobilenetv2')
     with torch.no_grad():
@@ -114,7 +106,7 @@ def assert_fails_cleanly(result, message: str, output) -> None:
     assert not os.path.exists(output) or os.listdir(output) == []
 
 
-def test_bad_input(checkpoint, video, tmp_path):
+def test_bad_input(random_checkpoint, video, tmp_path):
     out = tmp_path / 'out'
     assert_fails_cleanly(infer(str(tmp_path / 'missing.pth'), video, str(out)), 'missing.pth does not exist', out)
     other = tmp_path / 'resnet50.pth'
@@ -124,22 +116,22 @@ def test_bad_input(checkpoint, video, tmp_path):
     assert 'mobilenetv2' in result.stderr
     broken = tmp_path / 'broken.mp4'
     broken.write_bytes(b'not a video at all' * 10)
-    assert_fails_cleanly(infer(checkpoint, str(broken), str(out)), 'cannot be read as a video', out)
+    assert_fails_cleanly(infer(random_checkpoint, str(broken), str(out)), 'cannot be read as a video', out)
     empty = tmp_path / 'empty'
     empty.mkdir()
-    assert_fails_cleanly(infer(checkpoint, str(empty), str(out)), 'holds no', out)
+    assert_fails_cleanly(infer(random_checkpoint, str(empty), str(out)), 'holds no', out)
     taken = tmp_path / 'taken'
     taken.write_text('')
-    assert_fails_cleanly(infer(checkpoint, video, str(taken)), 'is a file', out)
+    assert_fails_cleanly(infer(random_checkpoint, video, str(taken)), 'is a file', out)
 
 
-def test_a_corrupt_frame_leaves_no_partial_output(checkpoint, video, tmp_path):
+def test_a_corrupt_frame_leaves_no_partial_output(random_checkpoint, video, tmp_path):
     folder = tmp_path / 'frames'
     folder.mkdir()
     for index, frame in enumerate(read_video(video)[0]):
         cv2.imwrite(str(folder / f'{index:04d}.png'), frame)
     (folder / '0005.png').write_bytes(b'garbage')
     out = tmp_path / 'out'
-    result = infer(checkpoint, str(folder), str(out), '--output-types', 'pha', 'com', '--seq-length', '2')
+    result = infer(random_checkpoint, str(folder), str(out), '--output-types', 'pha', 'com', '--seq-length', '2')
     assert result.returncode != 0 and '0005.png cannot be decoded' in result.stderr
     assert os.listdir(out) == []
