@@ -135,3 +135,12 @@ def test_a_corrupt_frame_leaves_no_partial_output(random_checkpoint, video, tmp_
     result = infer(random_checkpoint, str(folder), str(out), '--output-types', 'pha', 'com', '--seq-length', '2')
     assert result.returncode != 0 and '0005.png cannot be decoded' in result.stderr
     assert os.listdir(out) == []
+
+
+def test_bad_flags(random_checkpoint, video, tmp_path):
+    out = tmp_path / 'out'
+    assert_fails_cleanly(infer(random_checkpoint, video, str(out), '--fp16'), '--fp16 needs a CUDA device', out)
+    assert_fails_cleanly(infer(random_checkpoint, video, str(out), '--composite-background', 'blue'),
+                         '--composite-background blue', out)
+    assert_fails_cleanly(infer(random_checkpoint, video, str(out), '--downsample-ratio', '2'),
+                         '--downsample-ratio', out)

@@ -166,3 +166,9 @@ def test_truncated_checkpoint(tiny_synthetic, tmp_path, trained_checkpoint):
     result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
                                                 '--model-last-checkpoint', str(path)))
     assert result.returncode != 0 and 'truncated' in result.stderr and str(path) in result.stderr
+
+
+def test_batch_larger_than_the_dataset(tiny_synthetic, tmp_path):
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
+                                                '--batch-size', '500'))
+    assert result.returncode != 0 and 'fewer than --batch-size 500' in result.stderr
