@@ -1,4 +1,4 @@
-"""Matte your own video (any format OpenCV reads) or folder of frames with a checkpoint.
+r"""Matte your own video (any format OpenCV reads) or folder of frames with a checkpoint.
 
     python inference.py --model-backbone mobilenetv2 --model-checkpoint checkpoint/demo/epoch-6-iter-180.pth \
         --input my_video.mp4 --output-dir output/my_video --output-types pha com
@@ -10,10 +10,11 @@ name and renamed when complete. High-resolution video: --downsample-ratio runs t
 upsamples its alpha and foreground residual; --model-refine runs MattingRefine (BackgroundMattingV2's refiner).
 """
 import argparse
+import itertools
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -31,7 +32,7 @@ parser.add_argument('--model-checkpoint', required=True, help='checkpoint file (
 parser.add_argument('--without-convlstm', action='store_true', help='ConvLSTM states zero at every frame (ablation)')
 parser.add_argument('--input', required=True, help='a video file, or a folder of .png/.jpg frames (sorted by name)')
 parser.add_argument('--fps', type=float, default=30, help='frame rate of the output when the input is a folder')
-parser.add_argument('--num-frames', type=int, default=None, help='matte only the first N frames')
+parser.add_argument('--num-frames', type=int, default=None, help='matte only the first N frames (default: all)')
 parser.add_argument('--output-dir', required=True, help='folder for the outputs')
 parser.add_argument('--output-types', nargs='+', default=['com'], choices=('pha', 'fgr', 'com'),
                     help='alpha, foreground, and/or composite onto --composite-background')
@@ -40,10 +41,11 @@ parser.add_argument('--composite-background', default='120,255,155',
                     help="a colour 'R,G,B' or '#rrggbb', or an image file (resized to the frames)")
 parser.add_argument('--seq-length', type=int, default=8, help='frames per forward call')
 parser.add_argument('--downsample-ratio', type=float, default=1.0,
-                    help='run the network at this fraction of the frame size (e.g. 0.25 for 4K), then upsample')
+                    help='run MattingBase at this fraction of the frame size (e.g. 0.25 for 4K), then upsample')
 parser.add_argument('--model-refine', action='store_true',
                     help='MattingRefine: the network at --refine-backbone-scale, the refiner at full resolution')
-parser.add_argument('--refine-backbone-scale', type=float, default=0.25, help='scale the base network runs at')
+parser.add_argument('--refine-backbone-scale', type=float, default=0.25,
+                    help='scale the base network runs at, in (0, 0.5]')
 parser.add_argument('--refine-mode', default='sampling', choices=REFINE_MODES, help='which 4x4 patches to refine')
 parser.add_argument('--refine-sample-pixels', type=int, default=80_000, help="pixels refined in 'sampling' mode")
 parser.add_argument('--refine-threshold', type=float, default=0.1, help="error threshold in 'thresholding' mode")
@@ -59,8 +61,8 @@ class InferenceError(Exception):
     """A user input that cannot be matted: the message names it and what to do."""
 
 
-def main() -> None:
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser.parse_args(argv)
     try:
         matte(args)
     except (InferenceError, CheckpointError) as error:
@@ -68,32 +70,27 @@ def main() -> None:
 
 
 def matte(args: argparse.Namespace) -> None:
-    device = torch.device(args.device)
+    device = open_device(args.device)
     use_fp16 = args.fp16 if args.fp16 is not None else device.type == 'cuda'
-    if use_fp16 and device.type != 'cuda':
-        raise InferenceError('--fp16 needs a CUDA device: drop it or pass --device cuda')
-    if not 0 < args.downsample_ratio <= 1 or args.seq_length < 1:
-        raise InferenceError('--downsample-ratio must be in (0, 1] and --seq-length at least 1')
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        raise InferenceError(f'--output-dir {args.output_dir} is a file: choose a folder')
+    check_flags(args, device, use_fp16)
     frames, fps, (width, height), count = open_input(args.input, args.fps)
     if args.num_frames is not None:
-        count = min(count, args.num_frames)
-    model = load_model(args, device)
+        count = min(count, args.num_frames) if count > 0 else args.num_frames
     background = composite_background(args.composite_background, width, height, device)
+    model = load_model(args, device)
 
-    outputs = {kind: Output(args.output_dir, kind, args.output_format, fps, (width, height))
-               for kind in args.output_types}
+    outputs = {}
     try:
+        for kind in args.output_types:
+            outputs[kind] = Output(args.output_dir, kind, args.output_format, fps, (width, height))
         state = None
-        with torch.no_grad(), tqdm(total=count, unit='frame', dynamic_ncols=True) as progress:
-            for chunk in chunks(frames, args.seq_length, count):
+        with torch.no_grad(), tqdm(total=count or None, unit='frame', dynamic_ncols=True) as progress:
+            for chunk in chunks(frames, args.seq_length, args.num_frames):
                 src = torch.from_numpy(np.stack(chunk)).to(device).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_fp16):
                     pha, fgr, state = run_model(model, src, state, args.downsample_ratio)
                 pha, fgr = pha[0].float(), fgr[0].float()
-                images = {'pha': pha.expand(-1, 3, -1, -1), 'fgr': fgr,
-                          'com': fgr * pha + background * (1 - pha)}
+                images = {'pha': pha, 'fgr': fgr, 'com': fgr * pha + background * (1 - pha)}
                 for kind, output in outputs.items():
                     output.write(images[kind])
                 progress.update(len(chunk))
@@ -108,6 +105,32 @@ def matte(args: argparse.Namespace) -> None:
     print(f"{progress.n} frames matted into {', '.join(output.path for output in outputs.values())}")
 
 
+def open_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InferenceError(f"--device {name} is not a torch device: use e.g. 'cpu', 'cuda' or 'cuda:1'") from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise InferenceError(f'--device {name}: no CUDA device is available: pass --device cpu')
+    return device
+
+
+def check_flags(args: argparse.Namespace, device: torch.device, use_fp16: bool) -> None:
+    """InferenceError for flags that contradict each other or are out of range."""
+    if use_fp16 and device.type != 'cuda':
+        raise InferenceError('--fp16 needs a CUDA device: drop it or pass --device cuda')
+    if args.seq_length < 1 or (args.num_frames is not None and args.num_frames < 1):
+        raise InferenceError('--seq-length and --num-frames must be at least 1')
+    if not 0 < args.downsample_ratio <= 1:
+        raise InferenceError(f'--downsample-ratio {args.downsample_ratio}: give a value in (0, 1]')
+    if args.model_refine and args.downsample_ratio != 1:
+        raise InferenceError('--model-refine sets its own scale: use --refine-backbone-scale, not --downsample-ratio')
+    if args.model_refine and not 0 < args.refine_backbone_scale <= 0.5:
+        raise InferenceError(f'--refine-backbone-scale {args.refine_backbone_scale}: give a value in (0, 0.5]')
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise InferenceError(f'--output-dir {args.output_dir} is a file: choose a folder')
+
+
 def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
     recurrent = not args.without_convlstm
     if args.model_refine:
@@ -119,8 +142,10 @@ def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
     return model.eval().to(device)
 
 
-def run_model(model: MattingBase, src: torch.Tensor, state, downsample_ratio: float):
-    """src (1, T, 3, H, W) in 0..1 -> pha (1, T, 1, H, W), fgr (1, T, 3, H, W) in 0..1 and the new state."""
+def run_model(model: MattingBase, src: torch.Tensor, state: list | None, downsample_ratio: float
+              ) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """src (1, T, 3, H, W) in 0..1 and the state of the previous chunk (None: the video starts)
+    -> pha (1, T, 1, H, W), fgr (1, T, 3, H, W) in 0..1 and the new state."""
     if isinstance(model, MattingRefine):
         pha, fgr, *_, state = model(src, state)
         return pha, fgr, state
@@ -140,7 +165,8 @@ def run_model(model: MattingBase, src: torch.Tensor, state, downsample_ratio: fl
 
 
 def open_input(path: str, folder_fps: float) -> tuple[Iterator[np.ndarray], float, tuple[int, int], int]:
-    """(RGB uint8 frames (H, W, 3), frame rate, (width, height), frame count) of a video file or a frame folder."""
+    """(RGB uint8 frames (H, W, 3), read lazily; frame rate; (width, height); frame count, 0 when the container
+    does not tell) of a video file or a frame folder."""
     if os.path.isdir(path):
         names = sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_EXTENSIONS))
         if not names:
@@ -155,7 +181,7 @@ def open_input(path: str, folder_fps: float) -> tuple[Iterator[np.ndarray], floa
     if not capture.isOpened() or width == 0 or height == 0:
         raise InferenceError(f'--input {path} cannot be read as a video: convert it to mp4 or extract its frames')
     fps = capture.get(cv2.CAP_PROP_FPS) or folder_fps
-    return read_video(capture), fps, (width, height), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    return read_video(capture), fps, (width, height), max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
 
 
 def read_video(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
@@ -173,7 +199,7 @@ def read_image(path: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """An RGB uint8 frame (H, W, 3); InferenceError if it cannot be decoded or its size differs from `shape`."""
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise InferenceError(f'{path} cannot be decoded as an image: remove or replace it')
+        raise InferenceError(f'{path} cannot be decoded as an image: replace or remove it')
     if shape is not None and image.shape != shape:
         raise InferenceError(f'{path} is {image.shape[1]}x{image.shape[0]}, the first frame {shape[1]}x{shape[0]}: '
                              f'all frames of a folder must have one size')
@@ -181,17 +207,10 @@ def read_image(path: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
 
 
 def chunks(frames: Iterator[np.ndarray], size: int, limit: int | None) -> Iterator[list[np.ndarray]]:
-    """Lists of up to `size` consecutive frames, `limit` frames in all (None: until the input ends)."""
-    chunk, taken = [], 0
-    for frame in frames:
-        if limit is not None and taken >= limit:
-            break
-        chunk.append(frame)
-        taken += 1
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
+    """Lists of up to `size` consecutive frames, `limit` frames in all (None: until the input ends), each read
+    only when its chunk is asked for."""
+    frames = itertools.islice(frames, limit)
+    while chunk := list(itertools.islice(frames, size)):
         yield chunk
 
 
@@ -212,7 +231,8 @@ def composite_background(spec: str, width: int, height: int, device: torch.devic
 
 class Output:
     """One output (pha, fgr or com) written under a temporary name: commit() renames it into place, discard()
-    removes it. Video: <dir>/<kind>.mp4 (H.264-compatible mp4v); PNG: <dir>/<kind>/000000.png ..."""
+    removes it. Video: <dir>/<kind>.mp4 (MPEG-4 Part 2, 'mp4v': the codec every OpenCV build writes);
+    PNG: <dir>/<kind>/000000.png ... (alpha as 8-bit grey, the others RGB)."""
 
     def __init__(self, folder: str, kind: str, output_format: str, fps: float, size: tuple[int, int]):
         os.makedirs(folder, exist_ok=True)
@@ -229,13 +249,13 @@ class Output:
             os.makedirs(self.temporary)
 
     def write(self, images: torch.Tensor) -> None:
-        """images (T, 3, H, W) in 0..1."""
+        """images (T, 1 or 3, H, W) in 0..1."""
         for image in (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy():
-            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.shape[2] == 3 else image[..., 0]
             if self.video is not None:
-                self.video.write(bgr)
+                self.video.write(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
             else:
-                cv2.imwrite(os.path.join(self.temporary, f'{self.frames:06d}.png'), bgr)
+                cv2.imwrite(os.path.join(self.temporary, f'{self.frames:06d}.png'), image)
             self.frames += 1
 
     def commit(self) -> None:

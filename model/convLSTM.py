@@ -40,6 +40,12 @@ class ConvLSTMCell(nn.Module):
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
 
+    def first_step(self, x_gates: Tensor) -> State:
+        """step() from the zero state without materialising it (an export would fix the zeros' size)."""
+        i, _, o, g = x_gates.chunk(4, dim=1)
+        c = torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
     def forward(self, x: Tensor, state: Optional[State] = None) -> State:
         """x (N, C_in, H, W), state (h, c) or None for zeros. Returns the new (h, c)."""
         x_gates = self.input_gates(x)
@@ -67,13 +73,14 @@ class ConvLSTM(nn.Module):
         self.recurrent = recurrent
 
     def forward(self, x: Tensor, state: Optional[State] = None) -> tuple[Tensor, State]:
-        batch, time = x.shape[:2]
+        # (-1, time), not (batch, time): the ONNX exporter records the sizes given here as constants.
+        time = x.shape[1]
         x_gates = self.cell.input_gates(x.flatten(0, 1))
         if not self.recurrent:
-            h, c = self.cell.step(x_gates, self.cell.zero_state(x_gates))
-            h, c = h.unflatten(0, (batch, time)), c.unflatten(0, (batch, time))
+            h, c = self.cell.first_step(x_gates)
+            h, c = h.unflatten(0, (-1, time)), c.unflatten(0, (-1, time))
             return h, (h[:, -1], c[:, -1])
-        x_gates = x_gates.unflatten(0, (batch, time))
+        x_gates = x_gates.unflatten(0, (-1, time))
         if state is None:
             state = self.cell.zero_state(x_gates[:, 0])
         hidden = []

@@ -52,7 +52,7 @@ class MattingBase(nn.Module):
         """src (B, T, 3, H, W) -> the decoder's raw output (B, T, 37, H, W) and the new ConvLSTM state."""
         x4, *shortcuts = self.backbone(src.flatten(0, 1))
         x, state = self.decoder(self.aspp(x4), *shortcuts, time=src.shape[1], state=state)
-        return x.unflatten(0, src.shape[:2]), state
+        return x.unflatten(0, (-1, src.shape[1])), state
 
     def forward(self, src: Tensor, state: Optional[list[State]] = None
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[State]]:

@@ -1,24 +1,34 @@
-"""Export MattingBase to TorchScript or ONNX, with the ConvLSTM state as explicit inputs and outputs.
+r"""Export MattingBase to TorchScript or ONNX, with the ConvLSTM state as explicit inputs and outputs.
 
     python scripts/export.py --model-backbone mobilenetv2 --model-checkpoint checkpoint/demo/epoch-6-iter-180.pth \
         --format onnx --output mattingbase.onnx
 
 The exported model computes
     pha, fgr, h1, c1, h2, c2, h3, c3 = model(src, h1, c1, h2, c2, h3, c3)
-src (B, T, 3, H, W) RGB in 0..1 with T = --seq-length (fixed by the export: the ConvLSTM loop is unrolled);
-batch, height and width are free. The state starts as zeros of shapes (B, 128, H/8, W/8), (B, 64, H/4, W/4) and
-(B, 48, H/2, W/2), each size rounded up; feed the returned state back with the next T frames of the same video.
-After writing the file (atomically), the script runs it (torch.jit.load, or onnxruntime for ONNX) on two chunks
-of a random clip and compares with PyTorch, failing if they differ by more than --tolerance. Without a checkpoint the
-weights are random and untrained ResNet101's deepest features reach ~5e4, so float32 rounding alone differs by
-~6e-4 there: export a trained checkpoint, or raise --tolerance, to check ResNet101.
+src (B, T, 3, H, W) RGB in 0..1; pha (B, T, 1, H, W) and fgr (B, T, 3, H, W) in 0..1. T = --seq-length is fixed by
+the export (the ConvLSTM loop is unrolled); batch B, height H and width W (each >= 32) are free. For the first
+chunk of a video feed zeros: h1, c1 (B, 128, H/8, W/8), h2, c2 (B, 64, H/4, W/4), h3, c3 (B, 48, H/2, W/2), each
+size rounded up (zero_state() below); then feed the returned state with the next T frames of the same video.
+With --without-convlstm the state is unused (the ONNX graph then takes src alone).
+
+The file is traced on random frames of --resolution, then run (torch.jit.load, or onnxruntime for ONNX) on two
+chunks of a random clip at that size and at another batch and size, and compared with PyTorch; it is written
+(atomically) only when every difference is within --tolerance. ONNX uses the TorchScript-based exporter, which
+works on torch 2.1 to 2.14 (newer torch defaults to the dynamo exporter, which needs onnxscript); it needs
+`pip install onnx onnxruntime`.
+Without --model-checkpoint the weights are random, to try the export itself; untrained ResNet101's deepest
+features reach ~5e4, so float32 rounding alone differs by ~6e-4 there: export a trained checkpoint, or raise
+--tolerance, to check ResNet101.
 """
 import argparse
+import importlib.util
 import inspect
 import io
 import math
 import os
 import sys
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -35,13 +45,18 @@ parser.add_argument('--model-checkpoint', default=None,
 parser.add_argument('--without-convlstm', action='store_true', help='export the ablation (states zero every frame)')
 parser.add_argument('--format', required=True, choices=('torchscript', 'onnx'), help='what to export to')
 parser.add_argument('--output', required=True, help='file to write (.pt for TorchScript, .onnx for ONNX)')
-parser.add_argument('--seq-length', type=int, default=1, help='frames per call of the exported model')
+parser.add_argument('--seq-length', type=int, default=1, help='frames per call of the exported model (fixed)')
 parser.add_argument('--resolution', type=int, nargs=2, default=(288, 512), metavar=('HEIGHT', 'WIDTH'),
-                    help='size of the example frames used for tracing and verification')
+                    help='size of the example frames used for tracing and verification (the export accepts any)')
 parser.add_argument('--opset', type=int, default=17, help='ONNX opset version')
 parser.add_argument('--tolerance', type=float, default=1e-4, help='largest accepted difference from PyTorch')
 
 STATE_NAMES = ['h1', 'c1', 'h2', 'c2', 'h3', 'c3']
+STATE_LAYOUT = [(128, 8), (64, 4), (48, 2)]  # channels and stride of (h1, c1), (h2, c2), (h3, c3)
+
+
+class ExportError(Exception):
+    """An export that cannot be made or does not match PyTorch: the message says what to do."""
 
 
 class ExplicitStateMatting(nn.Module):
@@ -57,85 +72,121 @@ class ExplicitStateMatting(nn.Module):
 
 
 def zero_state(batch: int, height: int, width: int) -> list[Tensor]:
-    """The six zero state tensors of a video of frames height x width."""
+    """The six zero state tensors [h1, c1, h2, c2, h3, c3] that start a video of frames height x width."""
     state = []
-    for channels, stride in ((128, 8), (64, 4), (48, 2)):
+    for channels, stride in STATE_LAYOUT:
         shape = (batch, channels, math.ceil(height / stride), math.ceil(width / stride))
         state += [torch.zeros(shape), torch.zeros(shape)]
     return state
 
 
-def main() -> None:
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser.parse_args(argv)
+    try:
+        export_model(args)
+    except (ExportError, CheckpointError) as error:
+        sys.exit(f'error: {error}')
+
+
+def export_model(args: argparse.Namespace) -> None:
+    height, width = args.resolution
     if os.path.isdir(args.output):
-        sys.exit(f'error: --output {args.output} is a folder: give a file name')
+        raise ExportError(f'--output {args.output} is a folder: give a file name')
+    if min(height, width) < 32 or args.seq_length < 1:
+        raise ExportError('--resolution must be at least 32 32 and --seq-length at least 1')
+    missing = [name for name in ('onnx', 'onnxruntime') if importlib.util.find_spec(name) is None]
+    if args.format == 'onnx' and missing:
+        raise ExportError(f"ONNX export needs {' and '.join(missing)}: pip install {' '.join(missing)}")
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm).eval()
     if args.model_checkpoint:
-        try:
-            checkpoint = read_checkpoint(args.model_checkpoint)
-            load_checkpoint_weights(model, args.model_backbone, checkpoint, args.model_checkpoint)
-        except CheckpointError as error:
-            sys.exit(f'error: {error}')
+        load_checkpoint_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint),
+                                args.model_checkpoint)
     wrapper = ExplicitStateMatting(model).eval()
-    height, width = args.resolution
     torch.manual_seed(0)
-    clip = torch.rand(1, 2 * args.seq_length, 3, height, width)
-    example = (clip[:, :args.seq_length], *zero_state(1, height, width))
+    example = (torch.rand(1, args.seq_length, 3, height, width), *zero_state(1, height, width))
+    with torch.no_grad(), warnings.catch_warnings():
+        # The deprecated exporters are chosen on purpose (they work from torch 2.1 on): their warnings are not news.
+        warnings.filterwarnings('ignore', message=r'`torch\.jit\.\w+` is deprecated', category=FutureWarning)
+        warnings.filterwarnings('ignore', message='You are using the legacy TorchScript-based ONNX export')
+        if args.format == 'torchscript':
+            data = export_torchscript(wrapper, example)
+            run = load_torchscript(data)
+        else:
+            data = export_onnx(wrapper, example, args.opset)
+            run = load_onnx(data)
 
-    with torch.no_grad():
-        data = export_torchscript(wrapper, example) if args.format == 'torchscript' else export_onnx(wrapper, example, args.opset)
+    # The traced shape, then another batch and a size that is no multiple of 8: the axes the export leaves free.
+    for batch, clip_height, clip_width in ((1, height, width), (2, height + 11, width + 21)):
+        clip = torch.rand(batch, 2 * args.seq_length, 3, clip_height, clip_width)
+        try:
+            difference = compare(wrapper, run, clip, args.seq_length)
+        except Exception as error:  # onnxruntime's and TorchScript's errors derive from Exception only
+            raise ExportError(f'the exported model fails on a batch of {batch} at {clip_height}x{clip_width} '
+                              f'({type(error).__name__}): its sizes were fixed by tracing; nothing written') from None
+        print(f'largest difference from PyTorch, batch {batch} at {clip_height}x{clip_width}, 2 chunks: '
+              f'{difference:.2e}')
+        if difference > args.tolerance:
+            raise ExportError(f'the exported model differs from PyTorch by {difference:.2e} > --tolerance '
+                              f'{args.tolerance}; nothing written')
     with atomic_write(args.output) as file:
         file.write(data)
-    run = load_torchscript(args.output) if args.format == 'torchscript' else load_onnx(args.output)
-    difference = compare(wrapper, run, clip, args.seq_length)
-    print(f'exported {args.output}; largest difference from PyTorch over 2 chunks: {difference:.2e}')
-    if difference > args.tolerance:
-        sys.exit(f'error: the exported model differs from PyTorch by {difference:.2e} > --tolerance {args.tolerance}')
+    print(f'exported {args.output}')
 
 
-def export_torchscript(wrapper: nn.Module, example: tuple) -> bytes:
+def export_torchscript(wrapper: nn.Module, example: tuple[Tensor, ...]) -> bytes:
+    """The traced wrapper, serialised."""
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.trace(wrapper, example), buffer)
     return buffer.getvalue()
 
 
-def export_onnx(wrapper: nn.Module, example: tuple, opset: int) -> bytes:
-    """The TorchScript-based exporter (torch >= 2.1; `dynamo=False` where newer torch defaults to dynamo)."""
-    names = ['src', *STATE_NAMES]
+def export_onnx(wrapper: nn.Module, example: tuple[Tensor, ...], opset: int) -> bytes:
+    """The ONNX model of the wrapper from the TorchScript-based exporter (`dynamo=False` where newer torch
+    defaults to dynamo), with free batch, height and width."""
     outputs = ['pha', 'fgr', *[f'{name}_out' for name in STATE_NAMES]]
-    dynamic = {name: {0: 'batch', 2: 'height', 3: 'width'} for name in [*STATE_NAMES, *outputs[2:]]}
-    dynamic.update({name: {0: 'batch', 3: 'height', 4: 'width'} for name in ['src', 'pha', 'fgr']})
+    dynamic = {name: {0: 'batch', 3: 'height', 4: 'width'} for name in ['src', 'pha', 'fgr']}
+    for index, (_, stride) in enumerate(STATE_LAYOUT):
+        for name in STATE_NAMES[2 * index:2 * index + 2]:
+            axes = {0: 'batch', 2: f'height/{stride}', 3: f'width/{stride}'}
+            dynamic.update({name: axes, f'{name}_out': axes})
     options = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
     buffer = io.BytesIO()
-    torch.onnx.export(wrapper, example, buffer, input_names=names, output_names=outputs, dynamic_axes=dynamic,
-                      opset_version=opset, **options)
+    torch.onnx.export(wrapper, example, buffer, input_names=['src', *STATE_NAMES], output_names=outputs,
+                      dynamic_axes=dynamic, opset_version=opset, **options)
     return buffer.getvalue()
 
 
-def load_torchscript(path: str):
-    module = torch.jit.load(path)
-    return lambda *inputs: [output for output in module(*inputs)]
+def load_torchscript(data: bytes) -> Callable[..., list[Tensor]]:
+    """A function (src, h1, ..., c3) -> [pha, fgr, h1, ..., c3] running the serialised TorchScript model."""
+    module = torch.jit.load(io.BytesIO(data))
+    return lambda *inputs: list(module(*inputs))
 
 
-def load_onnx(path: str):
+def load_onnx(data: bytes) -> Callable[..., list[Tensor]]:
+    """A function (src, h1, ..., c3) -> [pha, fgr, h1, ..., c3] running the ONNX model with onnxruntime on the CPU."""
     import onnxruntime
-    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
-    names = [node.name for node in session.get_inputs()]
-    return lambda *inputs: [torch.from_numpy(output) for output in
-                            session.run(None, {name: tensor.numpy() for name, tensor in zip(names, inputs)})]
+    session = onnxruntime.InferenceSession(data, providers=['CPUExecutionProvider'])
+    # The exporter drops inputs the graph does not use (the state, with --without-convlstm).
+    used = {node.name for node in session.get_inputs()}
+
+    def run(*inputs: Tensor) -> list[Tensor]:
+        named = zip(['src', *STATE_NAMES], inputs, strict=True)
+        feed = {name: tensor.numpy() for name, tensor in named if name in used}
+        return [torch.from_numpy(output) for output in session.run(None, feed)]
+    return run
 
 
 @torch.no_grad()
-def compare(wrapper: nn.Module, run, clip: Tensor, seq_length: int) -> float:
-    """Largest absolute difference of pha, fgr and the state between PyTorch and the exported model over the clip's
-    chunks, each side carrying its own state."""
+def compare(wrapper: nn.Module, run: Callable[..., list[Tensor]], clip: Tensor, seq_length: int) -> float:
+    """Largest absolute difference of pha, fgr and the state between PyTorch and the exported model over the
+    chunks of clip (B, T, 3, H, W), each side starting from zeros and carrying its own state."""
     expected_state = exported_state = zero_state(clip.shape[0], clip.shape[3], clip.shape[4])
     difference = 0.0
     for start in range(0, clip.shape[1], seq_length):
         chunk = clip[:, start:start + seq_length]
         expected = wrapper(chunk, *expected_state)
         exported = run(chunk, *exported_state)
-        difference = max(difference, *((a - b).abs().max().item() for a, b in zip(expected, exported)))
+        difference = max(difference, *((a - b).abs().max().item() for a, b in zip(expected, exported, strict=True)))
         expected_state, exported_state = list(expected[2:]), list(exported[2:])
     return difference
 

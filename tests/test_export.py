@@ -1,4 +1,9 @@
-"""scripts/export.py: TorchScript and ONNX with the state as explicit inputs, equal to PyTorch at other sizes too."""
+"""scripts/export.py: TorchScript and ONNX with the state as explicit inputs, equal to PyTorch at other batch sizes
+and frame sizes, over chunks that carry the state.
+
+One test runs the script as a user does; the others call its main() in this process (a Python with torch takes
+~5 s to start on the 2-core machine).
+"""
 import importlib.util
 import os
 
@@ -12,24 +17,51 @@ spec = importlib.util.spec_from_file_location('export', os.path.join(REPO, 'scri
 export = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(export)
 
+LOADERS = {'torchscript': export.load_torchscript, 'onnx': export.load_onnx}
 
-@pytest.mark.parametrize('export_format', ['torchscript', 'onnx'])
-def test_exported_model_equals_pytorch_at_another_size(random_checkpoint, tmp_path, export_format):
-    output = tmp_path / f'model.{export_format}'
+
+def export_error(*args: str) -> str:
+    """The one-line message export.py exits with."""
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(args)
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith('error: ') and '\n' not in message
+    return message
+
+
+def test_export_from_the_command_line(random_checkpoint, tmp_path):
+    output = tmp_path / 'model.pt'
     result = run_script('scripts/export.py', '--model-backbone', 'mobilenetv2', '--model-checkpoint', random_checkpoint,
-                        '--format', export_format, '--output', str(output), '--resolution', '64', '96',
-                        '--seq-length', '2')
+                        '--format', 'torchscript', '--output', str(output), '--resolution', '64', '96')
     assert result.returncode == 0, result.stderr
-    assert 'largest difference from PyTorch over 2 chunks' in result.stdout
-    assert [name for name in os.listdir(tmp_path) if name != output.name] == []  # no temporary file left
+    assert 'batch 1 at 64x96' in result.stdout and 'batch 2 at 75x117' in result.stdout
+    assert 'deprecated' not in result.stderr
+    assert os.listdir(tmp_path) == ['model.pt']  # no temporary file left
 
-    model = MattingBase('mobilenetv2').eval()
-    model.load_state_dict(torch.load(random_checkpoint))
+
+@pytest.mark.parametrize('backbone, export_format, recurrent', [
+    ('mobilenetv2', 'torchscript', True), ('mobilenetv2', 'onnx', True), ('mobilenetv2', 'onnx', False),
+    ('resnet50', 'torchscript', True), ('resnet50', 'onnx', True)])
+def test_exported_model_equals_pytorch_and_carries_the_state(tmp_path, backbone, export_format, recurrent):
+    torch.manual_seed(0)
+    model = MattingBase(backbone, recurrent=recurrent).eval()
+    checkpoint = tmp_path / 'model.pth'
+    torch.save(model.state_dict(), checkpoint)
+    output = tmp_path / f'model.{export_format}'
+    export.main(['--model-backbone', backbone, '--model-checkpoint', str(checkpoint), '--format', export_format,
+                 '--output', str(output), '--resolution', '64', '96', '--seq-length', '2',
+                 *([] if recurrent else ['--without-convlstm'])])
+
     wrapper = export.ExplicitStateMatting(model).eval()
-    run = export.load_torchscript(str(output)) if export_format == 'torchscript' else export.load_onnx(str(output))
+    run = LOADERS[export_format](output.read_bytes())
     torch.manual_seed(1)
-    clip = torch.rand(1, 4, 3, 80, 48)  # not the traced size: height and width are free
+    clip = torch.rand(3, 6, 3, 40, 72)  # neither the traced batch nor the traced size
     assert export.compare(wrapper, run, clip, seq_length=2) < 1e-4
+    first = run(clip[:, :2], *export.zero_state(3, 40, 72))
+    carried = run(clip[:, 2:4], *first[2:])
+    restarted = run(clip[:, 2:4], *export.zero_state(3, 40, 72))
+    # The state carries earlier frames into alpha; the ablation ignores it.
+    assert ((carried[0] - restarted[0]).abs().max() > 1e-4) == recurrent
 
 
 def test_zero_state_matches_the_model_state_shapes():
@@ -40,13 +72,32 @@ def test_zero_state_matches_the_model_state_shapes():
     assert shapes == [tuple(tensor.shape) for tensor in export.zero_state(2, 45, 77)]
 
 
-def test_bad_checkpoint_and_output(random_checkpoint, tmp_path):
+def test_missing_onnx_packages_are_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name: None)
+    message = export_error('--model-backbone', 'mobilenetv2', '--format', 'onnx', '--output', str(tmp_path / 'm.onnx'))
+    assert message == 'error: ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime'
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_checkpoint_and_output(tmp_path):
     other = tmp_path / 'resnet50.pth'
     torch.save(MattingBase('resnet50').state_dict(), other)
-    result = run_script('scripts/export.py', '--model-backbone', 'mobilenetv2', '--model-checkpoint', str(other),
-                        '--format', 'onnx', '--output', str(tmp_path / 'm.onnx'))
-    assert result.returncode != 0 and 'resnet50' in result.stderr and 'mobilenetv2' in result.stderr
-    assert not (tmp_path / 'm.onnx').exists()
-    result = run_script('scripts/export.py', '--model-backbone', 'mobilenetv2', '--format', 'onnx',
-                        '--output', str(tmp_path))
-    assert result.returncode != 0 and 'is a folder' in result.stderr
+    output = tmp_path / 'm.onnx'
+    message = export_error('--model-backbone', 'mobilenetv2', '--model-checkpoint', str(other), '--format', 'onnx',
+                           '--output', str(output))
+    assert 'made with backbone resnet50' in message and 'the model is mobilenetv2' in message
+    assert not output.exists()
+    message = export_error('--model-backbone', 'mobilenetv2', '--model-checkpoint', str(tmp_path / 'missing.pth'),
+                           '--format', 'torchscript', '--output', str(output))
+    assert 'missing.pth does not exist' in message
+    assert 'is a folder' in export_error('--model-backbone', 'mobilenetv2', '--format', 'onnx', '--output',
+                                         str(tmp_path))
+    assert os.listdir(tmp_path) == ['resnet50.pth']
+
+
+def test_a_mismatch_writes_nothing(tmp_path):
+    output = tmp_path / 'model.pt'
+    message = export_error('--model-backbone', 'mobilenetv2', '--format', 'torchscript', '--output', str(output),
+                           '--resolution', '32', '48', '--tolerance', '-1')
+    assert 'differs from PyTorch' in message and 'nothing written' in message
+    assert os.listdir(tmp_path) == []
