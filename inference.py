@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from devices import DeviceError, open_device
 from model import BACKBONES, MattingBase, MattingRefine
+from model.fold_batchnorm import prepare_for_inference
 from model.refiner import REFINE_MODES
 from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint
 
@@ -65,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         matte(args)
-    except (InferenceError, CheckpointError) as error:
+    except (InferenceError, CheckpointError, DeviceError) as error:
         sys.exit(f'error: {error}')
 
 
@@ -105,16 +107,6 @@ def matte(args: argparse.Namespace) -> None:
     print(f"{progress.n} frames matted into {', '.join(output.path for output in outputs.values())}")
 
 
-def open_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InferenceError(f"--device {name} is not a torch device: use e.g. 'cpu', 'cuda' or 'cuda:1'") from None
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise InferenceError(f'--device {name}: no CUDA device is available: pass --device cpu')
-    return device
-
-
 def check_flags(args: argparse.Namespace, device: torch.device, use_fp16: bool) -> None:
     """InferenceError for flags that contradict each other or are out of range."""
     if use_fp16 and device.type != 'cuda':
@@ -139,7 +131,7 @@ def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
     else:
         model = MattingBase(args.model_backbone, recurrent=recurrent)
     load_checkpoint_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), args.model_checkpoint)
-    return model.eval().to(device)
+    return prepare_for_inference(model, device)
 
 
 def run_model(model: MattingBase, src: torch.Tensor, state: list | None, downsample_ratio: float

@@ -30,6 +30,7 @@ import metrics
 from atomic_file import atomic_write
 from data_path import DATASETS
 from dataset import DatasetError, make_dataset
+from devices import DeviceError, open_device
 from model import BACKBONES, MattingBase
 from model.utils import (CheckpointError, backbone_of, load_checkpoint_weights, load_imagenet_backbone,
                          load_matched_state_dict, read_checkpoint, unwrap_state_dict)
@@ -80,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         train(args)
-    except (DatasetError, CheckpointError) as error:
+    except (DatasetError, CheckpointError, DeviceError) as error:
         sys.exit(f'error: {error}')
 
 
@@ -225,12 +226,12 @@ def matting_loss(pred_pha: torch.Tensor, pred_fgr: torch.Tensor, pred_err: torch
     return losses
 
 
-def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+def setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device). Under torchrun: NCCL on GPUs, gloo on CPU, one GPU per local rank."""
     if 'RANK' not in os.environ:
-        return 0, 1, torch.device(device_name)
+        return 0, 1, open_device(device_flag)
     local_rank = int(os.environ['LOCAL_RANK'])
-    use_cuda = torch.device(device_name).type == 'cuda'
+    use_cuda = open_device(device_flag).type == 'cuda'
     device = torch.device('cuda', local_rank) if use_cuda else torch.device('cpu')
     if use_cuda:
         torch.cuda.set_device(device)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 import metrics
 from atomic_file import atomic_write
 from data_path import DATASETS
+from devices import DeviceError, open_device
 from dataset import DatasetError, make_dataset
 from model import BACKBONES, MattingBase
 from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint
@@ -62,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         validate(args)
-    except (DatasetError, CheckpointError) as error:
+    except (DatasetError, CheckpointError, DeviceError) as error:
         sys.exit(f'error: {error}')
 
 
@@ -71,7 +72,7 @@ def validate(args: argparse.Namespace) -> None:
         sys.exit(f'error: --output-path {args.output_path} is a file: choose a folder')
     if args.seq_length < 1 or args.reset_state_every < 0:
         sys.exit('error: --seq-length must be at least 1 and --reset-state-every at least 0')
-    device = torch.device(args.device)
+    device = open_device(args.device)
     dataset = make_dataset(args.dataset_name, 'valid', args.seq_length, args.resolution,
                            background_image_id=args.background_image_id,
                            videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root)

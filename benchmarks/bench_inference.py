@@ -1,14 +1,26 @@
 """Inference speed of MattingBase per backbone: frames/s over chunks of frames with the state carried.
 
-Prints one JSON object. Example: python benchmarks/bench_inference.py --backbones mobilenetv2 --runs 3
+Each backbone runs as a plain fp32 eager model (the baseline) and with the speed-ups of model/fold_batchnorm.py
+(BatchNorm folded into the convolutions, then also channels_last), with autocast (bfloat16 on CPU, float16 on
+CUDA), and with --compile also torch.compile. Every variant reports frames/s, its speed-up over the baseline timed
+in the same run (runs of the variants alternate, so load changes hit all alike) and the largest difference of its
+alpha and foreground from the baseline's. --hd adds 1920x1080 frames the two ways inference.py offers:
+MattingRefine (the network at --refine-backbone-scale, the refiner at full size) and MattingBase at
+--downsample-ratio with the result upsampled.
+Prints one JSON object. Example: python benchmarks/bench_inference.py --backbones mobilenetv2 --runs 5 --hd
 """
 import argparse
+import copy
 import json
+from collections.abc import Callable
 
 import torch
 
-from common import device_name, median_seconds
-from model import BACKBONES, MattingBase
+from common import median_seconds
+from devices import device_name, open_device
+from inference import run_model
+from model import BACKBONES, MattingBase, MattingRefine
+from model.fold_batchnorm import fold_batchnorm, prepare_for_inference
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--backbones', nargs='+', default=list(BACKBONES), choices=BACKBONES, help='backbones to time')
@@ -17,32 +29,91 @@ parser.add_argument('--height', type=int, default=288, help='frame height in pix
 parser.add_argument('--chunk', type=int, default=8, help='frames per forward call (the state is carried between calls)')
 parser.add_argument('--chunks', type=int, default=2, help='chunks per timed run')
 parser.add_argument('--runs', type=int, default=3, help='timed runs after one warm-up run; the median is reported')
+parser.add_argument('--compile', action='store_true', help='also time torch.compile of the folded channels_last model')
+parser.add_argument('--hd', action='store_true', help='also time 1920x1080 frames through MattingRefine and '
+                                                      'through MattingBase at --downsample-ratio')
+parser.add_argument('--hd-chunk', type=int, default=4, help='frames per forward call at 1920x1080')
+parser.add_argument('--refine-backbone-scale', type=float, default=0.25, help='MattingRefine network scale (HD)')
+parser.add_argument('--downsample-ratio', type=float, default=0.25, help='MattingBase downsample ratio (HD)')
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='torch device')
 
 
 def main() -> None:
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = open_device(args.device)
+    torch.manual_seed(0)
     results = {}
     for backbone in args.backbones:
-        model = MattingBase(backbone).eval().to(device)
         src = torch.rand(1, args.chunk, 3, args.height, args.width, device=device)
-        seconds = median_seconds(lambda: matte_chunks(model, src, args.chunks), runs=args.runs, device=device)
-        results[backbone] = {'frames_per_second': round(args.chunk * args.chunks / seconds, 3),
-                             'seconds_per_run': round(seconds, 4)}
+        variants = model_variants(MattingBase(backbone), device, args.compile)
+        results[backbone] = time_variants(variants, src, args.chunks, args.runs, device, downsample_ratio=1)
+    hd = {}
+    if args.hd:
+        src = torch.rand(1, args.hd_chunk, 3, 1080, 1920, device=device)
+        for backbone in args.backbones:
+            refine = MattingRefine(backbone, backbone_scale=args.refine_backbone_scale)
+            hd[f'{backbone} MattingRefine'] = time_variants(
+                {name: model for name, model in model_variants(refine, device, False).items()
+                 if name in ('eager', 'folded + channels_last')}, src, 1, args.runs, device, downsample_ratio=1)
+            hd[f'{backbone} downsample {args.downsample_ratio}'] = time_variants(
+                {name: model for name, model in model_variants(MattingBase(backbone), device, False).items()
+                 if name in ('eager', 'folded + channels_last')}, src, 1, args.runs, device, args.downsample_ratio)
     print(json.dumps({
         'benchmark': 'inference', 'device': device_name(device), 'torch': torch.__version__,
-        'settings': {'width': args.width, 'height': args.height, 'chunk': args.chunk, 'chunks': args.chunks,
-                     'runs': args.runs, 'dtype': 'float32', 'threads': torch.get_num_threads()},
-        'results': results}, indent=2))
+        'settings': {**vars(args), 'threads': torch.get_num_threads()},
+        'results': results, 'hd_1920x1080': hd}, indent=2))
 
 
-@torch.no_grad()
-def matte_chunks(model: MattingBase, src: torch.Tensor, chunks: int) -> None:
-    """Run `chunks` chunks of the clip, carrying the ConvLSTM state from chunk to chunk."""
-    state = None
-    for _ in range(chunks):
-        *_, state = model(src, state)
+def model_variants(model: MattingBase, device: torch.device, compile_model: bool
+                   ) -> dict[str, tuple[MattingBase, torch.dtype | None]]:
+    """name -> (model, autocast dtype or None); 'eager' first, the baseline."""
+    eager = model.eval().to(device)
+    folded = copy.deepcopy(eager)
+    fold_batchnorm(folded)
+    optimised = prepare_for_inference(copy.deepcopy(eager), device)
+    low_precision = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    variants = {'eager': (eager, None), 'folded': (folded, None), 'folded + channels_last': (optimised, None),
+                f'folded + channels_last + {str(low_precision)[6:]} autocast': (optimised, low_precision)}
+    if compile_model:
+        variants['folded + channels_last + torch.compile'] = (torch.compile(optimised), None)
+    return variants
+
+
+def time_variants(variants: dict[str, tuple[MattingBase, torch.dtype | None]], src: torch.Tensor, chunks: int,
+                  runs: int, device: torch.device, downsample_ratio: float) -> dict[str, dict]:
+    """frames/s, speed-up over 'eager' and largest |difference| from 'eager' of every variant on src."""
+    calls = {name: matting_run(model, dtype, src, chunks, device, downsample_ratio)
+             for name, (model, dtype) in variants.items()}
+    outputs = {name: call() for name, call in calls.items()}  # also the warm-up (and compilation)
+    seconds = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, call in calls.items():
+            seconds[name].append(median_seconds(call, warmup=0, runs=1, device=device))
+    frames = src.shape[1] * chunks
+    results = {}
+    for name in calls:
+        median = sorted(seconds[name])[len(seconds[name]) // 2]
+        results[name] = {
+            'frames_per_second': round(frames / median, 3),
+            'speedup': round(sorted(seconds['eager'])[runs // 2] / median, 3),
+            'max_abs_difference': max((a.float() - b.float()).abs().max().item()
+                                      for a, b in zip(outputs[name], outputs['eager'])),
+        }
+    return results
+
+
+def matting_run(model: MattingBase, dtype: torch.dtype | None, src: torch.Tensor, chunks: int, device: torch.device,
+                downsample_ratio: float) -> Callable[[], list[torch.Tensor]]:
+    """A function that mattes `chunks` chunks of src, carrying the state, and returns every chunk's pha and fgr."""
+    @torch.no_grad()
+    def run() -> list[torch.Tensor]:
+        state, outputs = None, []
+        for _ in range(chunks):
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                pha, fgr, state = run_model(model, src, state, downsample_ratio)
+            outputs += [pha, fgr]
+        return outputs
+    return run
 
 
 if __name__ == '__main__':

@@ -18,9 +18,10 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from common import device_name
+import common  # noqa: F401  (puts the repository on the import path)
 from dataset import make_dataset
 from dataset.synthetic import generate
+from devices import device_name
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--width', type=int, default=1920, help='frame width of the generated clips')

@@ -20,8 +20,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common import device_name, median_seconds  # noqa: E402
+from common import median_seconds  # noqa: E402  (first: it puts the repository on the import path)
 import metrics  # noqa: E402
+from devices import device_name  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--width', type=int, default=1920, help='frame width in pixels')

@@ -7,7 +7,8 @@ import json
 
 import torch
 
-from common import device_name, median_seconds
+from common import median_seconds
+from devices import device_name, open_device
 from model import BACKBONES, MattingBase
 from train import make_grad_scaler, matting_loss
 
@@ -24,7 +25,7 @@ parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None
 
 def main() -> None:
     args = parser.parse_args()
-    device = torch.device(args.device)
+    device = open_device(args.device)
     use_amp = args.amp if args.amp is not None else device.type == 'cuda'
     shape = (args.batch_size, args.seq_length)
     size = (args.resolution, args.resolution)

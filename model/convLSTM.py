@@ -24,6 +24,10 @@ class ConvLSTMCell(nn.Module):
         self.hidden_channels = hidden_channels
         self.conv = nn.Conv2d(input_channels + hidden_channels, 4 * hidden_channels, kernel_size,
                               padding=kernel_size // 2)
+        # Forget-gate bias 1 (Jozefowicz et al., ICML 2015): the memory starts by keeping its cell, not halving it
+        # every frame, so gradients reach earlier frames from the first step of training.
+        with torch.no_grad():
+            self.conv.bias[hidden_channels:2 * hidden_channels] = 1
 
     def input_gates(self, x: Tensor) -> Tensor:
         """x (N, C_in, H, W) -> the input's contribution to the gates (N, 4 * C_hid, H, W), bias included."""
@@ -84,7 +88,8 @@ class ConvLSTM(nn.Module):
         if state is None:
             state = self.cell.zero_state(x_gates[:, 0])
         hidden = []
-        for t in range(time):
-            state = self.cell.step(x_gates[:, t], state)
+        # unbind, not x_gates[:, t]: the backward of T indexings would fill T zero tensors of x_gates' full size.
+        for frame_gates in x_gates.unbind(1):
+            state = self.cell.step(frame_gates, state)
             hidden.append(state[0])
         return torch.stack(hidden, dim=1), state

@@ -103,6 +103,18 @@ def test_convlstm_cell_matches_the_equations():
     torch.testing.assert_close(h_zero, cell(x, (torch.zeros_like(h), torch.zeros_like(c)))[0])
 
 
+def test_convlstm_forget_gate_starts_open_and_first_step_is_a_step_from_zeros():
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(5, 4)
+    i, f, o, g = cell.conv.bias.chunk(4)
+    assert torch.equal(f, torch.ones(4)) and not torch.equal(i, torch.ones(4))
+    x_gates = cell.input_gates(torch.randn(2, 5, 7, 9))
+    first = cell.first_step(x_gates)
+    from_zeros = cell.step(x_gates, cell.zero_state(x_gates))
+    for got, want in zip(first, from_zeros):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
 def test_convlstm_layer_steps_through_time_like_the_cell():
     torch.manual_seed(0)
     layer = ConvLSTM(3, 4)
