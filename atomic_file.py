@@ -22,8 +22,17 @@ def atomic_write(path: str, mode: str = 'wb', **open_kwargs) -> Iterator[IO]:
             yield file
             file.flush()
             os.fsync(file.fileno())
+        # mkstemp creates the file readable by its owner only; give it the permissions open() would have.
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

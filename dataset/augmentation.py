@@ -7,9 +7,11 @@ state, so an item is reproducible from its generator's seed alone.
 """
 import math
 
+import cv2
+import numpy as np
 import torch
 from kornia.enhance import adjust_contrast_with_mean_subtraction, adjust_hue, adjust_saturation_with_gray_subtraction
-from kornia.geometry.transform import get_affine_matrix2d, warp_affine
+from kornia.geometry.transform import get_affine_matrix2d
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
@@ -110,14 +112,14 @@ class MotionAugmentation:
 
     def __call__(self, fgr: torch.Tensor, pha: torch.Tensor, bgr: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """fgr (T, 3, H, W), pha (T, 1, H, W) and bgr (T, 3, H', W'), float in 0..1, to the same three
-        at (T, C, size, size), or (T, C, H, W) when size is None, float in 0..1."""
+        """fgr (T, 3, H, W), pha (T, 1, H, W) and bgr (T or 1, 3, H', W'), all uint8 in 0..255 or all float in
+        0..1, to float32 (T, C, size, size), or (T, C, H, W) when size is None, in 0..1."""
         steps, _, height, width = fgr.shape
         out_size = (self.size, self.size) if self.size else (height, width)
         fgr_matrix, bgr_matrix = self._matrices(steps, fgr.shape[-2:], bgr.shape[-2:], out_size, generator)
-        fgr_pha = warp_affine(torch.cat([fgr, pha], 1), fgr_matrix[:, :2], out_size, align_corners=True)
+        fgr_pha = warp_frames(torch.cat([fgr, pha], 1), fgr_matrix, out_size, cv2.BORDER_CONSTANT)
         fgr, pha = fgr_pha[:, :3], fgr_pha[:, 3:]
-        bgr = warp_affine(bgr, bgr_matrix[:, :2], out_size, padding_mode='reflection', align_corners=True)
+        bgr = warp_frames(bgr, bgr_matrix, out_size, cv2.BORDER_REFLECT_101)
 
         if uniform(generator) < self.prob_noise:
             fgr, bgr = motion_noise(generator, fgr, bgr)
@@ -191,6 +193,26 @@ def valid_augmentation(size: int | None) -> MotionAugmentation:
     return MotionAugmentation(size, prob_fgr_affine=0, prob_bgr_affine=0, prob_noise=0, prob_color_jitter=0,
                               prob_grayscale=0, prob_sharpness=0, prob_blur=0, prob_hflip=0, prob_pause=0,
                               static_affine=False, random_crop=False, aspect_ratio_range=(1, 1))
+
+
+def warp_frames(images: torch.Tensor, matrices: torch.Tensor, size: tuple[int, int], border: int) -> torch.Tensor:
+    """images (T or 1, C, H, W), C <= 4, uint8 in 0..255 or float in 0..1, each warped bilinearly by its (T, 3, 3)
+    pixel matrix (input to output; pixel centres at integers) to size (h, w) -> float32 (T, C, h, w) in 0..1.
+    Outside the input: zeros (cv2.BORDER_CONSTANT) or the mirror image (cv2.BORDER_REFLECT_101).
+
+    OpenCV's warp on the frames' own dtype, because it is several times faster than grid sampling on the CPU, and
+    uint8 frames then become float only at the (smaller) output size.
+    """
+    height, width = size
+    frames = images.permute(0, 2, 3, 1).numpy()
+    warped = np.empty((len(matrices), height, width, frames.shape[-1]), frames.dtype)
+    for t, matrix in enumerate(matrices.double().numpy()):
+        frame = np.ascontiguousarray(frames[t if len(frames) > 1 else 0])
+        # OpenCV drops the channel axis of single-channel images: reshape puts it back.
+        warped[t] = cv2.warpAffine(frame, matrix[:2], (width, height), flags=cv2.INTER_LINEAR,
+                                   borderMode=border).reshape(height, width, -1)
+    warped = torch.from_numpy(warped).permute(0, 3, 1, 2)
+    return warped.float().div(255) if images.dtype == torch.uint8 else warped.float().contiguous()
 
 
 def random_affine_params(generator: torch.Generator, scale_range: tuple[float, float]) -> torch.Tensor:

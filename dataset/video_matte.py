@@ -92,8 +92,7 @@ class VideoMatte240KDataset(Dataset):
         background = self.backgrounds[self._background_idx(clip_idx, generator)]
         bgr = read_image(os.path.join(self.background_dir, background), 'RGB', cover or (fgr.shape[-1], fgr.shape[-2]),
                          self.reduced_decoding)
-        bgr = bgr.expand(len(frames), -1, -1, -1)
-        return self.augmentation(fgr / 255, pha / 255, bgr / 255, generator)
+        return self.augmentation(fgr, pha, bgr[None], generator)
 
     def _frame_path(self, part: str, clip_idx: int, frame: str) -> str:
         return os.path.join(self.videomatte_dir, part, self.clips[clip_idx], frame)
@@ -117,9 +116,11 @@ def read_image(path: str, mode: str, cover: tuple[int, int] | None = None,
     """Decode an image to a uint8 tensor (C, H, W), C = 3 for mode 'RGB', 1 for 'L'.
 
     With cover = (width, height), the image is resized, keeping its aspect ratio, to the smallest size
-    that covers it. With reduced_decoding, a JPEG is first decoded at 1/2, 1/4 or 1/8 of its size
-    (Pillow's draft mode: libjpeg scales while decoding), never below that size: the same geometry as
-    decoding it whole, for a fraction of the time.
+    that covers it. With reduced_decoding instead, a JPEG is decoded at 1/2, 1/4 or 1/8 of its size
+    (Pillow's draft mode: libjpeg scales while decoding), the smallest of these that still covers `cover`,
+    and not resized further unless it is still twice that size (no JPEG): the augmentation's warp resamples it
+    to the output size in the same pass as its crop, so a second resampling would only cost time (the
+    geometry does not depend on the input size).
     """
     try:
         with Image.open(path) as image:
@@ -128,7 +129,7 @@ def read_image(path: str, mode: str, cover: tuple[int, int] | None = None,
                 image.draft(mode, size)
             if image.mode != mode:
                 image = image.convert(mode)
-            if image.size != size:
+            if image.size != size and (not reduced_decoding or image.size[0] >= 2 * size[0]):
                 image = image.resize(size, Image.Resampling.BILINEAR)
             array = np.array(image)
     except OSError as error:  # Pillow's errors for missing, unidentified and truncated files
