@@ -5,6 +5,11 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
+# The file-creation mask, read once at import: os.umask can only be read by setting it, which would race with
+# threads creating files.
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
 
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = 'wb', **open_kwargs) -> Iterator[IO]:
@@ -23,16 +28,9 @@ def atomic_write(path: str, mode: str = 'wb', **open_kwargs) -> Iterator[IO]:
             file.flush()
             os.fsync(file.fileno())
         # mkstemp creates the file readable by its owner only; give it the permissions open() would have.
-        os.chmod(temporary, 0o666 & ~current_umask())
+        os.chmod(temporary, 0o666 & ~UMASK)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
-
-
-def current_umask() -> int:
-    """The process's file-creation mask (os.umask can only be read by setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

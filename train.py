@@ -43,8 +43,8 @@ parser.add_argument('--backgrounds-root', help='override the background image fo
 parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder')
 parser.add_argument('--model-name', required=True, help='run name: checkpoint/<name> and log/<name> by default')
 parser.add_argument('--model-pretrain-initialization', default=None,
-                    help="a BackgroundMattingV2 or DeepLabV3 checkpoint whose matching tensors initialise the model, "
-                         "or 'imagenet' for torchvision's backbone weights (downloaded once)")
+                    help="a checkpoint (BackgroundMattingV2, DeepLabV3 or this project's) whose matching tensors "
+                         "initialise the model, or 'imagenet' for torchvision's backbone weights (downloaded once)")
 parser.add_argument('--model-last-checkpoint', default=None,
                     help='a checkpoint of this model: a full training checkpoint continues training (optimizer, '
                          'epoch, step); a bare state dict loads the weights only')
@@ -73,6 +73,9 @@ parser.add_argument('--log-train-images-interval', type=int, default=500, help='
 parser.add_argument('--log-valid-interval', type=int, default=5000,
                     help='steps between validations (loss, MAD, MSE on the valid split); 0 disables')
 parser.add_argument('--checkpoint-interval', type=int, default=5000, help='steps between checkpoints')
+parser.add_argument('--keep-checkpoints', type=int, default=0,
+                    help='keep only the newest N checkpoints in --checkpoint-dir (default 0: keep all); every epoch '
+                         'ends in one, so short epochs fill a disk')
 
 CHECKPOINT_NAME = re.compile(r'epoch-(\d+)-iter-(\d+)\.pth$')
 
@@ -86,6 +89,8 @@ def main() -> None:
 
 
 def train(args: argparse.Namespace) -> None:
+    if args.keep_checkpoints < 0:
+        sys.exit('error: --keep-checkpoints must be 0 (keep all) or more')
     rank, world_size, device = setup_distributed(args.device)
     use_amp = args.amp if args.amp is not None else device.type == 'cuda'
     amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
@@ -150,6 +155,8 @@ def train(args: argparse.Namespace) -> None:
         if rank == 0:
             path = save_checkpoint(checkpoint_dir, unwrap(model), optimizer, scaler, args, epoch, step, batch_in_epoch)
             tqdm.write(f'{reason}: saved {path}{agreement}')
+            if args.keep_checkpoints:
+                remove_old_checkpoints(checkpoint_dir, args.keep_checkpoints)
 
     while epoch < args.epoch_end and not reached(step, args.max_steps):
         model.train()
@@ -264,7 +271,7 @@ def make_grad_scaler(enabled: bool):
 
 
 def initialise(model: MattingBase, backbone: str, source: str) -> None:
-    """--model-pretrain-initialization: 'imagenet' or a BackgroundMattingV2 / DeepLabV3 checkpoint file."""
+    """--model-pretrain-initialization: 'imagenet', or a checkpoint file (BackgroundMattingV2, DeepLabV3 or ours)."""
     if source == 'imagenet':
         load_imagenet_backbone(model, backbone)
         return
@@ -331,6 +338,14 @@ def save_checkpoint(folder: str, model: MattingBase, optimizer, scaler, args: ar
     with atomic_write(path) as file:
         torch.save(checkpoint, file)
     return path
+
+
+def remove_old_checkpoints(folder: str, keep: int) -> None:
+    """Delete all but the `keep` checkpoints of `folder` with the highest steps."""
+    found = sorted((int(CHECKPOINT_NAME.search(path)[2]), path)
+                   for path in glob.glob(os.path.join(folder, '*.pth')) if CHECKPOINT_NAME.search(path))
+    for _, path in found[:-keep]:
+        os.remove(path)
 
 
 def newest_checkpoint(folder: str) -> str | None:

@@ -1,23 +1,24 @@
 """Inference speed of MattingBase per backbone: frames/s over chunks of frames with the state carried.
 
 Each backbone runs as a plain fp32 eager model (the baseline) and with the speed-ups of model/fold_batchnorm.py
-(BatchNorm folded into the convolutions, then also channels_last), with autocast (bfloat16 on CPU, float16 on
-CUDA), and with --compile also torch.compile. Every variant reports frames/s, its speed-up over the baseline timed
-in the same run (runs of the variants alternate, so load changes hit all alike) and the largest difference of its
-alpha and foreground from the baseline's. --hd adds 1920x1080 frames the two ways inference.py offers:
-MattingRefine (the network at --refine-backbone-scale, the refiner at full size) and MattingBase at
---downsample-ratio with the result upsampled.
+(BatchNorm folded into the convolutions, then also channels_last), with --autocast (float16 on CUDA, where it is
+on by default; bfloat16 on CPU) and with --compile also torch.compile. Every variant reports frames/s, its
+speed-up over the baseline timed in the same run (runs of the variants alternate, so load changes hit all alike)
+and the largest difference of its alpha and foreground from the baseline's. --hd adds 1920x1080 frames the two
+ways inference.py offers: MattingRefine (the network at --refine-backbone-scale, the refiner at full size) and
+MattingBase at --downsample-ratio with the result upsampled.
 Prints one JSON object. Example: python benchmarks/bench_inference.py --backbones mobilenetv2 --runs 5 --hd
 """
 import argparse
 import copy
 import json
+import sys
 from collections.abc import Callable
 
 import torch
 
 from common import median_seconds
-from devices import device_name, open_device
+from devices import DeviceError, device_name, open_device
 from inference import run_model
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import fold_batchnorm, prepare_for_inference
@@ -30,6 +31,9 @@ parser.add_argument('--chunk', type=int, default=8, help='frames per forward cal
 parser.add_argument('--chunks', type=int, default=2, help='chunks per timed run')
 parser.add_argument('--runs', type=int, default=3, help='timed runs after one warm-up run; the median is reported')
 parser.add_argument('--compile', action='store_true', help='also time torch.compile of the folded channels_last model')
+parser.add_argument('--autocast', action=argparse.BooleanOptionalAction, default=None,
+                    help='also time autocast (float16 on CUDA, bfloat16 on CPU); default: on CUDA only, since CPUs '
+                         'without bfloat16 instructions run it several times slower than float32')
 parser.add_argument('--hd', action='store_true', help='also time 1920x1080 frames through MattingRefine and '
                                                       'through MattingBase at --downsample-ratio')
 parser.add_argument('--hd-chunk', type=int, default=4, help='frames per forward call at 1920x1080')
@@ -40,31 +44,35 @@ parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else
 
 def main() -> None:
     args = parser.parse_args()
-    device = open_device(args.device)
+    if min(args.runs, args.chunk, args.chunks, args.hd_chunk) < 1:
+        sys.exit('error: --runs, --chunk, --chunks and --hd-chunk must be at least 1')
+    try:
+        device = open_device(args.device)
+    except DeviceError as error:
+        sys.exit(f'error: {error}')
     torch.manual_seed(0)
     results = {}
     for backbone in args.backbones:
         src = torch.rand(1, args.chunk, 3, args.height, args.width, device=device)
-        variants = model_variants(MattingBase(backbone), device, args.compile)
+        use_autocast = args.autocast if args.autocast is not None else device.type == 'cuda'
+        variants = model_variants(MattingBase(backbone), device, args.compile, use_autocast)
         results[backbone] = time_variants(variants, src, args.chunks, args.runs, device, downsample_ratio=1)
     hd = {}
     if args.hd:
         src = torch.rand(1, args.hd_chunk, 3, 1080, 1920, device=device)
         for backbone in args.backbones:
             refine = MattingRefine(backbone, backbone_scale=args.refine_backbone_scale)
-            hd[f'{backbone} MattingRefine'] = time_variants(
-                {name: model for name, model in model_variants(refine, device, False).items()
-                 if name in ('eager', 'folded + channels_last')}, src, 1, args.runs, device, downsample_ratio=1)
+            hd[f'{backbone} MattingRefine'] = time_variants(eager_and_optimised(refine, device), src, 1, args.runs,
+                                                           device, downsample_ratio=1)
             hd[f'{backbone} downsample {args.downsample_ratio}'] = time_variants(
-                {name: model for name, model in model_variants(MattingBase(backbone), device, False).items()
-                 if name in ('eager', 'folded + channels_last')}, src, 1, args.runs, device, args.downsample_ratio)
+                eager_and_optimised(MattingBase(backbone), device), src, 1, args.runs, device, args.downsample_ratio)
     print(json.dumps({
         'benchmark': 'inference', 'device': device_name(device), 'torch': torch.__version__,
         'settings': {**vars(args), 'threads': torch.get_num_threads()},
         'results': results, 'hd_1920x1080': hd}, indent=2))
 
 
-def model_variants(model: MattingBase, device: torch.device, compile_model: bool
+def model_variants(model: MattingBase, device: torch.device, compile_model: bool, use_autocast: bool
                    ) -> dict[str, tuple[MattingBase, torch.dtype | None]]:
     """name -> (model, autocast dtype or None); 'eager' first, the baseline."""
     eager = model.eval().to(device)
@@ -72,11 +80,19 @@ def model_variants(model: MattingBase, device: torch.device, compile_model: bool
     fold_batchnorm(folded)
     optimised = prepare_for_inference(copy.deepcopy(eager), device)
     low_precision = torch.float16 if device.type == 'cuda' else torch.bfloat16
-    variants = {'eager': (eager, None), 'folded': (folded, None), 'folded + channels_last': (optimised, None),
-                f'folded + channels_last + {str(low_precision)[6:]} autocast': (optimised, low_precision)}
+    variants = {'eager': (eager, None), 'folded': (folded, None), 'folded + channels_last': (optimised, None)}
+    if use_autocast:
+        variants[f'folded + channels_last + {str(low_precision)[6:]} autocast'] = (optimised, low_precision)
     if compile_model:
         variants['folded + channels_last + torch.compile'] = (torch.compile(optimised), None)
     return variants
+
+
+def eager_and_optimised(model: MattingBase, device: torch.device) -> dict[str, tuple[MattingBase, None]]:
+    """The baseline and the fp32 speed-ups of inference.py, without the intermediate copies (HD frames are large)."""
+    eager = model.eval().to(device)
+    optimised = prepare_for_inference(copy.deepcopy(eager), device)
+    return {'eager': (eager, None), 'folded + channels_last': (optimised, None)}
 
 
 def time_variants(variants: dict[str, tuple[MattingBase, torch.dtype | None]], src: torch.Tensor, chunks: int,

@@ -1,6 +1,6 @@
 """Peak memory of streaming inference: inference.py over the first 100 and the first 1000 frames of one video.
 
-Writes a --frames-frame synthetic mp4 (a textured figure moving over a textured background) and a random-weight
+Writes a synthetic mp4 of max(--lengths) frames (a textured disc moving over a noise background) and a random-weight
 checkpoint to a temporary folder, then runs inference.py as a user would (video in; alpha and composite videos
 out) once per --lengths value, each in a fresh process, and reports each process's peak resident memory
 (os.wait4's ru_maxrss) and the ratio of the longest to the shortest. Streaming holds one chunk of frames at a
@@ -49,10 +49,13 @@ def main() -> None:
                        '--output-dir', os.path.join(folder, f'output-{length}'), '--output-types', 'pha', 'com',
                        '--seq-length', str(args.seq_length), '--device', args.device]
             started = time.perf_counter()
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            _, status, usage = os.wait4(process.pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                sys.exit(f'error: inference.py failed on {length} frames: {process.stderr.read()[-2000:]}')
+            # stderr to a file, not a pipe: nobody reads a pipe while waiting, and tqdm would fill it.
+            with open(os.path.join(folder, f'inference-{length}.log'), 'w+') as log:
+                process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+                _, status, usage = os.wait4(process.pid, 0)
+                if os.waitstatus_to_exitcode(status) != 0:
+                    log.seek(0)
+                    sys.exit(f'error: inference.py failed on {length} frames: {log.read()[-2000:]}')
             results[str(length)] = {'peak_rss_mib': round(usage.ru_maxrss / 1024, 1),
                                     'seconds': round(time.perf_counter() - started, 1)}
     peaks = [results[str(length)]['peak_rss_mib'] for length in sorted(args.lengths)]

@@ -4,11 +4,12 @@ Prints one JSON object. Example: python benchmarks/bench_train.py --backbones mo
 """
 import argparse
 import json
+import sys
 
 import torch
 
 from common import median_seconds
-from devices import device_name, open_device
+from devices import DeviceError, device_name, open_device
 from model import BACKBONES, MattingBase
 from train import make_grad_scaler, matting_loss
 
@@ -25,7 +26,10 @@ parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None
 
 def main() -> None:
     args = parser.parse_args()
-    device = open_device(args.device)
+    try:
+        device = open_device(args.device)
+    except DeviceError as error:
+        sys.exit(f'error: {error}')
     use_amp = args.amp if args.amp is not None else device.type == 'cuda'
     shape = (args.batch_size, args.seq_length)
     size = (args.resolution, args.resolution)

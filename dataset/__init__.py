@@ -17,7 +17,9 @@ def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int
 
     videomatte_root and backgrounds_root override DATA_PATH; a synthetic dataset keeps its backgrounds
     inside its root and is generated there (defaults, seed 0) on first use, when the root is missing or empty.
-    'train': random playback speed, the train augmentation preset, resolution x resolution crops.
+    'train': random playback speed, the train augmentation preset (for the camouflage style with the same
+    appearance changes for figure and background, which keeps its single frames ambiguous), resolution x
+    resolution crops.
     'valid': the clips tiled in order (dataset.index, dataset.clips), no random change, each frame's
     shorter side resized to `resolution` and centre-cropped square, one background per clip.
     resolution=None keeps the frames' own size. Any problem with the data raises DatasetError.
@@ -43,5 +45,6 @@ def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int
     return VideoMatte240KDataset(
         os.path.join(videomatte_root, split), os.path.join(backgrounds_root or default_backgrounds, split),
         seq_length, TrainFrameSampler() if train else ValidFrameSampler(),
-        train_augmentation(resolution) if train else valid_augmentation(resolution), seed=seed,
+        train_augmentation(resolution, shared_appearance=SYNTHETIC_STYLES.get(dataset_name) == 'camouflage')
+        if train else valid_augmentation(resolution), seed=seed,
         background_image_id=background_image_id, background_per_clip=not train, reduced_decoding=reduced_decoding)

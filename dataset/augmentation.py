@@ -90,12 +90,15 @@ class MotionAugmentation:
     warp, and the foreground and alpha are warped together, so alpha stays aligned with its foreground.
     Appearance: noise, colour jitter, grayscale, sharpness, blur and pause, as RobustVideoMatting.
     Each prob_* is the probability of that change per sequence.
+    shared_appearance gives foreground and background the same still affine (so the same texture scale) and
+    the same colour jitter: for data whose single frames must stay ambiguous (the camouflage style), where a
+    scale or colour difference between figure and background would be a cue that real footage does not give.
     """
 
     def __init__(self, size: int | None, prob_fgr_affine: float, prob_bgr_affine: float, prob_noise: float,
                  prob_color_jitter: float, prob_grayscale: float, prob_sharpness: float, prob_blur: float,
                  prob_hflip: float, prob_pause: float, static_affine: bool = True, random_crop: bool = True,
-                 aspect_ratio_range: tuple[float, float] = (0.9, 1.1)):
+                 aspect_ratio_range: tuple[float, float] = (0.9, 1.1), shared_appearance: bool = False):
         self.size = size
         self.prob_fgr_affine = prob_fgr_affine
         self.prob_bgr_affine = prob_bgr_affine
@@ -109,6 +112,7 @@ class MotionAugmentation:
         self.static_affine = static_affine
         self.random_crop = random_crop
         self.aspect_ratio_range = aspect_ratio_range
+        self.shared_appearance = shared_appearance
 
     def __call__(self, fgr: torch.Tensor, pha: torch.Tensor, bgr: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -123,10 +127,16 @@ class MotionAugmentation:
 
         if uniform(generator) < self.prob_noise:
             fgr, bgr = motion_noise(generator, fgr, bgr)
-        if uniform(generator) < self.prob_color_jitter:
-            fgr = motion_color_jitter(generator, fgr)
-        if uniform(generator) < self.prob_color_jitter:
-            bgr = motion_color_jitter(generator, bgr)
+        if self.shared_appearance:
+            if uniform(generator) < self.prob_color_jitter:
+                jitter_state = generator.get_state()  # replayed, so that both get the same jitter
+                fgr = motion_color_jitter(generator, fgr)
+                bgr = motion_color_jitter(generator.set_state(jitter_state), bgr)
+        else:
+            if uniform(generator) < self.prob_color_jitter:
+                fgr = motion_color_jitter(generator, fgr)
+            if uniform(generator) < self.prob_color_jitter:
+                bgr = motion_color_jitter(generator, bgr)
         if uniform(generator) < self.prob_grayscale:
             fgr = TF.rgb_to_grayscale(fgr, num_output_channels=3)
             bgr = TF.rgb_to_grayscale(bgr, num_output_channels=3)
@@ -156,7 +166,7 @@ class MotionAugmentation:
             camera = motion_params(generator, steps)
         if self.static_affine:
             fgr_still = random_affine_params(generator, (0.5, 1))
-            bgr_still = random_affine_params(generator, (1, 1.5))
+            bgr_still = fgr_still if self.shared_appearance else random_affine_params(generator, (1, 1.5))
         matrices = []
         for size, motion, still in ((fgr_size, fgr_motion, fgr_still), (bgr_size, bgr_motion, bgr_still)):
             matrix = affine_matrix(still[None], size) @ affine_matrix(camera, size) @ affine_matrix(motion, size)
@@ -182,10 +192,11 @@ class MotionAugmentation:
         return torch.tensor([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5], [0, 0, 1]])
 
 
-def train_augmentation(size: int | None) -> MotionAugmentation:
+def train_augmentation(size: int | None, shared_appearance: bool = False) -> MotionAugmentation:
     """The training preset: RobustVideoMatting's VideoMatte probabilities."""
     return MotionAugmentation(size, prob_fgr_affine=0.3, prob_bgr_affine=0.3, prob_noise=0.1, prob_color_jitter=0.3,
-                              prob_grayscale=0.02, prob_sharpness=0.1, prob_blur=0.02, prob_hflip=0.5, prob_pause=0.03)
+                              prob_grayscale=0.02, prob_sharpness=0.1, prob_blur=0.02, prob_hflip=0.5, prob_pause=0.03,
+                              shared_appearance=shared_appearance)
 
 
 def valid_augmentation(size: int | None) -> MotionAugmentation:

@@ -24,8 +24,8 @@ class ConvLSTMCell(nn.Module):
         self.hidden_channels = hidden_channels
         self.conv = nn.Conv2d(input_channels + hidden_channels, 4 * hidden_channels, kernel_size,
                               padding=kernel_size // 2)
-        # Forget-gate bias 1 (Jozefowicz et al., ICML 2015): the memory starts by keeping its cell, not halving it
-        # every frame, so gradients reach earlier frames from the first step of training.
+        # Forget-gate bias 1 (Jozefowicz et al., ICML 2015): the cell starts by keeping about 73% of itself per frame
+        # (sigmoid(1)) instead of 50%, so gradients reach earlier frames from the first step of training.
         with torch.no_grad():
             self.conv.bias[hidden_channels:2 * hidden_channels] = 1
 

@@ -6,7 +6,7 @@ import torch
 
 from dataset.synthetic import generate
 from model import MattingBase
-from script_runner import run_script, train_args
+from script_runner import ablation_args, ablation_env, run_script, train_args
 
 
 @pytest.fixture(scope='session')
@@ -18,6 +18,19 @@ def tiny_synthetic(tmp_path_factory) -> str:
     generate(root, width=96, height=54, frames=12, train_clips=3, valid_clips=2, train_backgrounds=2,
              valid_backgrounds=2)
     return root
+
+
+@pytest.fixture(scope='session')
+def tiny_ablation(tiny_synthetic, tmp_path_factory) -> str:
+    """report/ablation.json of scripts/ablation.py on tiny_synthetic and a tiny camouflage dataset like it:
+    seeds 0 and 1, 2 steps per run at 32x32, sequences of 3 frames; every output under one temporary folder."""
+    out = tmp_path_factory.mktemp('ablation')
+    camouflage = str(out / 'synthetic-camouflage')
+    generate(camouflage, style='camouflage', width=96, height=54, frames=12, train_clips=3, valid_clips=2,
+             train_backgrounds=2, valid_backgrounds=2)
+    result = run_script('scripts/ablation.py', *ablation_args(str(out)), env=ablation_env(tiny_synthetic, camouflage))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return str(out / 'report' / 'ablation.json')
 
 
 @pytest.fixture(scope='session')

@@ -18,3 +18,16 @@ def train_args(root: str, out: str, *extra: str) -> list[str]:
             '--model-name', 'tiny', '--resolution', '64', '--batch-size', '2', '--seq-length', '3',
             '--checkpoint-dir', os.path.join(out, 'checkpoint'), '--log-dir', os.path.join(out, 'log'),
             '--log-train-loss-interval', '1', '--device', 'cpu', *extra]
+
+
+def ablation_args(out: str, *extra: str) -> list[str]:
+    """scripts/ablation.py flags for a tiny ablation (both styles, 2 seeds, 2 steps per run), writing into `out`."""
+    return ['--seeds', '0', '1', '--steps', '2', '--resolution', '32', '--batch-size', '2',
+            '--seq-length', '3', '--jobs', '1', '--device', 'cpu', '--checkpoint-root', os.path.join(out, 'checkpoint'),
+            '--log-root', os.path.join(out, 'log'), '--output-root', os.path.join(out, 'output'),
+            '--report-dir', os.path.join(out, 'report'), *extra]
+
+
+def ablation_env(plain: str, camouflage: str) -> dict[str, str]:
+    """The environment that points the synthetic dataset names at the given roots."""
+    return dict(os.environ, SYNTHETIC_PATH=plain, SYNTHETIC_CAMOUFLAGE_PATH=camouflage)

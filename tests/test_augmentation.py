@@ -1,9 +1,11 @@
 """Motion augmentation and frame samplers: alignment, ranges, determinism, easing curves."""
+import cv2
 import pytest
 import torch
+from kornia.geometry.transform import warp_affine
 
 from dataset.augmentation import (CURVES, MotionAugmentation, TrainFrameSampler, ValidFrameSampler, ease,
-                                  train_augmentation, valid_augmentation)
+                                  train_augmentation, valid_augmentation, warp_frames)
 
 
 def sequence(steps: int = 4, height: int = 40, width: int = 72) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,3 +109,33 @@ def test_train_sampler_ping_pongs_clips_shorter_than_the_sequence():
 def test_valid_sampler_tiles_in_order():
     assert ValidFrameSampler()(10, 8, 4, generator(0)) == [8, 9]
     assert ValidFrameSampler()(10, 0, 4, generator(0)) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize('shared', [True, False])
+def test_shared_appearance_gives_figure_and_background_the_same_scale_and_colour(shared):
+    texture = torch.rand(1, 3, 40, 72, generator=generator(2)).expand(4, -1, -1, -1).contiguous()
+    opaque = torch.ones(4, 1, 40, 72)
+    augment = MotionAugmentation(32, prob_fgr_affine=0, prob_bgr_affine=0, prob_noise=0, prob_color_jitter=1,
+                                 prob_grayscale=0, prob_sharpness=0, prob_blur=0, prob_hflip=0, prob_pause=0,
+                                 random_crop=False, aspect_ratio_range=(1, 1), shared_appearance=shared)
+    for seed in range(5):
+        fgr, pha, bgr = augment(texture, opaque, texture, generator(seed))
+        # Where the (still-scaled) figure covers the frame, the same texture with the same changes looks the same,
+        # up to the contrast change, which pulls towards each image's own mean (the figure's includes its padding).
+        inside = pha.expand_as(fgr) > 0.999
+        assert inside.float().mean() > 0.2
+        difference = (fgr[inside] - bgr[inside]).abs().max().item()
+        assert difference < 0.05 if shared else difference > 0.2
+
+
+@pytest.mark.parametrize('border, padding', [(cv2.BORDER_CONSTANT, 'zeros'), (cv2.BORDER_REFLECT_101, 'reflection')])
+def test_warp_frames_matches_kornia_warp_affine(border, padding):
+    """OpenCV's warp with the same pixel matrices and borders as kornia's grid sampling (align_corners=True),
+    up to OpenCV's 1/32-pixel sample positions."""
+    images = torch.rand(3, 4, 30, 50, generator=generator(3))
+    rotation = torch.tensor([[0.9, -0.3, 6.0], [0.3, 0.9, -4.0], [0, 0, 1]])
+    matrices = torch.stack([torch.eye(3), torch.tensor([[1, 0, 2.5], [0, 1, -1.25], [0, 0, 1]]), rotation])
+    expected = warp_affine(images, matrices[:, :2], (24, 40), padding_mode=padding, align_corners=True)
+    warped = warp_frames(images, matrices, (24, 40), border)
+    torch.testing.assert_close(warped[0], images[0, :, :24, :40])
+    assert (warped - expected).abs().mean() < 2e-3 and (warped - expected).abs().max() < 0.05

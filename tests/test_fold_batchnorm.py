@@ -21,9 +21,11 @@ def with_trained_statistics(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize('make_model', [lambda: MattingBase('mobilenetv2'), lambda: MattingBase('resnet50'),
-                                        lambda: MattingRefine('mobilenetv2', backbone_scale=0.5, refine_mode='full')],
-                         ids=['mobilenetv2', 'resnet50', 'refine'])
+@pytest.mark.parametrize('make_model', [
+    lambda: MattingBase('mobilenetv2'), lambda: MattingBase('resnet50'),
+    lambda: MattingRefine('mobilenetv2', backbone_scale=0.5, refine_mode='full'),
+    lambda: MattingRefine('mobilenetv2', backbone_scale=0.5, refine_mode='sampling', refine_sample_pixels=500),
+], ids=['mobilenetv2', 'resnet50', 'refine-full', 'refine-sampling'])
 def test_every_batchnorm_is_folded_and_outputs_are_unchanged(make_model):
     torch.manual_seed(0)
     model = with_trained_statistics(make_model())

@@ -172,3 +172,13 @@ def test_batch_larger_than_the_dataset(tiny_synthetic, tmp_path):
     result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
                                                 '--batch-size', '500'))
     assert result.returncode != 0 and 'fewer than --batch-size 500' in result.stderr
+
+
+def test_keep_checkpoints_leaves_the_newest(tiny_synthetic, tmp_path, trained_checkpoint):
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '3',
+                                                '--checkpoint-interval', '1', '--keep-checkpoints', '2',
+                                                '--log-valid-interval', '0',
+                                                '--model-pretrain-initialization', trained_checkpoint))
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / 'checkpoint')) == ['epoch-0-iter-2.pth', 'epoch-0-iter-3.pth']
+    assert 'Loaded 368/368 tensors' in result.stdout  # MobileNetV2's, from --model-pretrain-initialization

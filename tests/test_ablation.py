@@ -1,0 +1,112 @@
+"""scripts/ablation.py: the runs it trains and validates, the table it writes, resuming, and its errors."""
+import csv
+import json
+import os
+import statistics
+
+import pytest
+
+from script_runner import ablation_args, ablation_env, run_script
+
+MODELS = ['w/ ConvLSTM', 'w/ ConvLSTM, state reset every sequence', 'w/o ConvLSTM']
+STYLES = ['plain', 'camouflage']
+
+
+def load(path: str) -> dict:
+    with open(path) as file:
+        return json.load(file)
+
+
+def environment(report_path: str, tiny_synthetic: str) -> dict[str, str]:
+    """The datasets the tiny_ablation fixture used."""
+    out = os.path.dirname(os.path.dirname(report_path))
+    return ablation_env(tiny_synthetic, os.path.join(out, 'synthetic-camouflage'))
+
+
+def test_every_style_model_and_seed_is_trained_and_validated(tiny_ablation):
+    report = load(tiny_ablation)
+    assert sorted((run['style'], run['model'], run['seed']) for run in report['runs']) == sorted(
+        (style, model, seed) for style in STYLES for model in MODELS for seed in (0, 1))
+    for run in report['runs']:
+        validated = load(run['metrics'])
+        assert {key: validated['mean'][key] for key in run['mean']} == run['mean']
+        assert validated['settings']['without_convlstm'] == (run['model'] == 'w/o ConvLSTM')
+        assert validated['settings']['reset_state_every'] == (3 if 'reset' in run['model'] else 0)
+        assert validated['settings']['model_checkpoint'] == run['checkpoint']
+        assert os.listdir(os.path.dirname(run['checkpoint'])) == [os.path.basename(run['checkpoint'])]
+        assert run['checkpoint'].endswith('-iter-2.pth') and run['train_minutes'] > 0
+    # The reset evaluation reuses the w/ ConvLSTM checkpoint; every style, seed and model trains its own.
+    checkpoints = {(run['style'], run['model'], run['seed']): run['checkpoint'] for run in report['runs']}
+    assert checkpoints['plain', MODELS[0], 0] == checkpoints['plain', MODELS[1], 0]
+    trained = {path for key, path in checkpoints.items() if key[1] != MODELS[1]}
+    assert len(trained) == 2 * 2 * 2
+
+
+def test_camouflage_starts_from_the_same_models_plain_checkpoint(tiny_ablation):
+    runs = load(tiny_ablation)['runs']
+    plain = {(run['model'], run['seed']): run['checkpoint'] for run in runs if run['style'] == 'plain'}
+    for run in runs:
+        expected = plain[run['model'], run['seed']] if run['style'] == 'camouflage' else None
+        assert run['initialised_from'] == expected
+    log = os.path.join(os.path.dirname(runs[0]['metrics']).replace('plain', 'camouflage'), 'train.log')
+    with open(log) as file:
+        assert 'Loaded 368/368 tensors' in file.read()  # all of MobileNetV2's, from the plain checkpoint
+
+
+def test_table_is_the_mean_and_spread_over_seeds(tiny_ablation):
+    report = load(tiny_ablation)
+    assert [(row['style'], row['model'], row['seeds']) for row in report['table']] == [
+        (style, model, 2) for style in STYLES for model in MODELS]
+    for row in report['table']:
+        for metric in ('MAD', 'MSE', 'Grad', 'Conn', 'dtSSD'):
+            values = [run['mean'][metric] for run in report['runs']
+                      if (run['style'], run['model']) == (row['style'], row['model'])]
+            assert row[metric] == pytest.approx(statistics.mean(values))
+            assert row[f'{metric}_std'] == pytest.approx(statistics.stdev(values))
+
+    with open(tiny_ablation.replace('.json', '.csv'), newline='') as file:
+        rows = list(csv.DictReader(file))
+    assert [(row['style'], row['model'], float(row['MAD']), float(row['dtSSD_std'])) for row in rows] == [
+        (row['style'], row['model'], pytest.approx(row['MAD']), pytest.approx(row['dtSSD_std']))
+        for row in report['table']]
+
+    with open(tiny_ablation.replace('.json', '.md')) as file:
+        markdown = file.read()
+    mad = {row['model']: row['MAD'] for row in report['table'] if row['style'] == 'camouflage'}
+    assert f"| camouflage | w/o ConvLSTM | 2 | {mad['w/o ConvLSTM']:.2f} ± " in markdown
+    assert f"camouflage: w/ ConvLSTM / w/o ConvLSTM = {mad['w/ ConvLSTM'] / mad['w/o ConvLSTM']:.2f} (MAD)" in markdown
+
+
+def test_rerun_keeps_finished_training_and_fills_the_report(tiny_ablation, tiny_synthetic):
+    out = os.path.dirname(os.path.dirname(tiny_ablation))
+    report_page = os.path.join(out, 'report', 'README.md')
+    with open(report_page, 'w') as file:
+        file.write('# Report\n<!-- ablation table -->\nold numbers\n<!-- end of ablation table -->\nDiscussion.\n')
+    before = load(tiny_ablation)['runs']
+    modified = {run['checkpoint']: os.path.getmtime(run['checkpoint']) for run in before}
+    result = run_script('scripts/ablation.py', *ablation_args(out), env=environment(tiny_ablation, tiny_synthetic))
+    assert result.returncode == 0, result.stderr
+    after = load(tiny_ablation)['runs']
+    assert {run['checkpoint']: os.path.getmtime(run['checkpoint']) for run in after} == modified
+    assert [run['train_minutes'] for run in after] == [run['train_minutes'] for run in before]
+    with open(report_page) as file:
+        page = file.read()
+    with open(tiny_ablation.replace('.json', '.md')) as file:
+        table = file.read()
+    assert page == f'# Report\n<!-- ablation table -->\n{table}<!-- end of ablation table -->\nDiscussion.\n'
+
+
+def test_failing_training_names_its_log(tmp_path, tiny_synthetic):
+    not_a_dataset = tmp_path / 'file'
+    not_a_dataset.write_text('')
+    result = run_script('scripts/ablation.py', *ablation_args(str(tmp_path), '--styles', 'camouflage', '--seeds', '0'),
+                        env=ablation_env(tiny_synthetic, str(not_a_dataset)))
+    assert result.returncode != 0
+    log = tmp_path / 'output' / 'ablation' / 'camouflage-with-convlstm-seed0' / 'train.log'
+    assert 'train.py failed' in result.stderr and str(log) in result.stderr
+    assert not (tmp_path / 'report').exists()
+
+
+def test_bad_budget_is_refused(tmp_path):
+    result = run_script('scripts/ablation.py', *ablation_args(str(tmp_path), '--steps', '0'))
+    assert result.returncode != 0 and '--steps' in result.stderr
