@@ -88,7 +88,9 @@ class VideoMatte240KDataset(Dataset):
         for frame in (self.frames[clip_idx][i] for i in frames):
             fgr.append(read_image(self._frame_path('fgr', clip_idx, frame), 'RGB', cover, self.reduced_decoding))
             pha.append(read_image(self._frame_path('pha', clip_idx, frame), 'L', cover, self.reduced_decoding))
-        fgr, pha = torch.stack(fgr), torch.stack(pha)
+        # The foreground keeps the decoder's (H, W, C) memory layout (a channels_last view), which OpenCV's warps
+        # read without the two transposing copies that stacking (C, H, W) frames would cost.
+        fgr, pha = torch.stack([image.permute(1, 2, 0) for image in fgr]).permute(0, 3, 1, 2), torch.stack(pha)
         background = self.backgrounds[self._background_idx(clip_idx, generator)]
         bgr = read_image(os.path.join(self.background_dir, background), 'RGB', cover or (fgr.shape[-1], fgr.shape[-2]),
                          self.reduced_decoding)

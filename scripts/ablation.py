@@ -188,7 +188,8 @@ def read_record(path: str) -> dict | None:
 
 
 def repo_path(path: str) -> str:
-    """path relative to the repository when inside it (so that a committed report works in any clone), else absolute."""
+    """path relative to the repository when inside it (so the report's paths hold wherever the repository is
+    moved), else absolute."""
     path = os.path.abspath(path)
     return os.path.relpath(path, REPO) if os.path.commonpath([path, REPO]) == REPO else path
 

@@ -1,11 +1,14 @@
 """Motion augmentation and frame samplers: alignment, ranges, determinism, easing curves."""
+import math
+
 import cv2
 import pytest
 import torch
+from kornia.enhance import adjust_hue
 from kornia.geometry.transform import warp_affine
 
 from dataset.augmentation import (CURVES, MotionAugmentation, TrainFrameSampler, ValidFrameSampler, ease,
-                                  train_augmentation, valid_augmentation, warp_frames)
+                                  rotate_hue, train_augmentation, valid_augmentation, warp_frames)
 
 
 def sequence(steps: int = 4, height: int = 40, width: int = 72) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -139,3 +142,10 @@ def test_warp_frames_matches_kornia_warp_affine(border, padding):
     warped = warp_frames(images, matrices, (24, 40), border)
     torch.testing.assert_close(warped[0], images[0, :, :24, :40])
     assert (warped - expected).abs().mean() < 2e-3 and (warped - expected).abs().max() < 0.05
+
+
+def test_rotate_hue_matches_kornia_adjust_hue():
+    image = torch.rand(4, 3, 20, 30, generator=generator(4))
+    turns = torch.tensor([0.0, 0.01, -0.2, 0.45])
+    expected = adjust_hue(image, turns * 2 * math.pi)
+    torch.testing.assert_close(rotate_hue(image, turns), expected, atol=1e-5, rtol=0)
