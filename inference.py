@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from devices import DeviceError, open_device
+from devices import DeviceError, open_device, reuse_freed_cpu_memory
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import prepare_for_inference
 from model.refiner import REFINE_MODES
@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def matte(args: argparse.Namespace) -> None:
     device = open_device(args.device)
+    reuse_freed_cpu_memory(device)
     use_fp16 = args.fp16 if args.fp16 is not None else device.type == 'cuda'
     check_flags(args, device, use_fp16)
     frames, fps, (width, height), count = open_input(args.input, args.fps)

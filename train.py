@@ -30,7 +30,7 @@ import metrics
 from atomic_file import atomic_write
 from data_path import DATASETS
 from dataset import DatasetError, make_dataset
-from devices import DeviceError, open_device
+from devices import DeviceError, open_device, reuse_freed_cpu_memory
 from model import BACKBONES, MattingBase
 from model.utils import (CheckpointError, backbone_of, load_checkpoint_weights, load_imagenet_backbone,
                          load_matched_state_dict, read_checkpoint, unwrap_state_dict)
@@ -92,6 +92,7 @@ def train(args: argparse.Namespace) -> None:
     if args.keep_checkpoints < 0:
         sys.exit('error: --keep-checkpoints must be 0 (keep all) or more')
     rank, world_size, device = setup_distributed(args.device)
+    reuse_freed_cpu_memory(device)
     use_amp = args.amp if args.amp is not None else device.type == 'cuda'
     amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
     checkpoint_dir = args.checkpoint_dir or os.path.join('checkpoint', args.model_name)

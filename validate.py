@@ -24,7 +24,7 @@ from tqdm import tqdm
 import metrics
 from atomic_file import atomic_write
 from data_path import DATASETS
-from devices import DeviceError, open_device
+from devices import DeviceError, open_device, reuse_freed_cpu_memory
 from dataset import DatasetError, make_dataset
 from model import BACKBONES, MattingBase
 from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint
@@ -73,6 +73,7 @@ def validate(args: argparse.Namespace) -> None:
     if args.seq_length < 1 or args.reset_state_every < 0:
         sys.exit('error: --seq-length must be at least 1 and --reset-state-every at least 0')
     device = open_device(args.device)
+    reuse_freed_cpu_memory(device)
     dataset = make_dataset(args.dataset_name, 'valid', args.seq_length, args.resolution,
                            background_image_id=args.background_image_id,
                            videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root)

@@ -2,23 +2,27 @@
 
 Each backbone runs as a plain fp32 eager model (the baseline) and with the speed-ups of model/fold_batchnorm.py
 (BatchNorm folded into the convolutions, then also channels_last), with --autocast (float16 on CUDA, where it is
-on by default; bfloat16 on CPU) and with --compile also torch.compile. Every variant reports frames/s, its
-speed-up over the baseline timed in the same run (runs of the variants alternate, so load changes hit all alike)
-and the largest difference of its alpha and foreground from the baseline's. --hd adds 1920x1080 frames the two
-ways inference.py offers: MattingRefine (the network at --refine-backbone-scale, the refiner at full size) and
+on by default; bfloat16 on CPU) and with --compile also torch.compile. On the CPU, the eager and the folded
+channels_last model also run in a second process whose allocator keeps freed memory for reuse
+(devices.reuse_freed_cpu_memory, as train.py, validate.py and inference.py set it up): "..., freed memory reused";
+the last of these is what inference.py runs. Every variant reports frames/s, its speed-up over the baseline timed
+in the same run (runs of the variants alternate across both processes, so load changes hit all alike) and the
+largest difference of its alpha and foreground from the baseline's. --hd adds 1920x1080 frames the two ways
+inference.py offers: MattingRefine (the network at --refine-backbone-scale, the refiner at full size) and
 MattingBase at --downsample-ratio with the result upsampled.
 Prints one JSON object. Example: python benchmarks/bench_inference.py --backbones mobilenetv2 --runs 5 --hd
 """
 import argparse
 import copy
 import json
+import multiprocessing
 import sys
 from collections.abc import Callable
 
 import torch
 
 from common import median_seconds
-from devices import DeviceError, device_name, open_device
+from devices import DeviceError, device_name, open_device, reuse_freed_cpu_memory
 from inference import run_model
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import fold_batchnorm, prepare_for_inference
@@ -50,22 +54,12 @@ def main() -> None:
         device = open_device(args.device)
     except DeviceError as error:
         sys.exit(f'error: {error}')
-    torch.manual_seed(0)
-    results = {}
-    for backbone in args.backbones:
-        src = torch.rand(1, args.chunk, 3, args.height, args.width, device=device)
-        use_autocast = args.autocast if args.autocast is not None else device.type == 'cuda'
-        variants = model_variants(MattingBase(backbone), device, args.compile, use_autocast)
-        results[backbone] = time_variants(variants, src, args.chunks, args.runs, device, downsample_ratio=1)
+    results = {backbone: time_in_processes(args, 'base', backbone) for backbone in args.backbones}
     hd = {}
     if args.hd:
-        src = torch.rand(1, args.hd_chunk, 3, 1080, 1920, device=device)
         for backbone in args.backbones:
-            refine = MattingRefine(backbone, backbone_scale=args.refine_backbone_scale)
-            hd[f'{backbone} MattingRefine'] = time_variants(eager_and_optimised(refine, device), src, 1, args.runs,
-                                                           device, downsample_ratio=1)
-            hd[f'{backbone} downsample {args.downsample_ratio}'] = time_variants(
-                eager_and_optimised(MattingBase(backbone), device), src, 1, args.runs, device, args.downsample_ratio)
+            hd[f'{backbone} MattingRefine'] = time_in_processes(args, 'refine', backbone)
+            hd[f'{backbone} downsample {args.downsample_ratio}'] = time_in_processes(args, 'downsample', backbone)
     print(json.dumps({
         'benchmark': 'inference', 'device': device_name(device), 'torch': torch.__version__,
         'settings': {**vars(args), 'threads': torch.get_num_threads()},
@@ -95,27 +89,69 @@ def eager_and_optimised(model: MattingBase, device: torch.device) -> dict[str, t
     return {'eager': (eager, None), 'folded + channels_last': (optimised, None)}
 
 
-def time_variants(variants: dict[str, tuple[MattingBase, torch.dtype | None]], src: torch.Tensor, chunks: int,
-                  runs: int, device: torch.device, downsample_ratio: float) -> dict[str, dict]:
-    """frames/s, speed-up over 'eager' and largest |difference| from 'eager' of every variant on src."""
-    calls = {name: matting_run(model, dtype, src, chunks, device, downsample_ratio)
-             for name, (model, dtype) in variants.items()}
-    outputs = {name: call() for name, call in calls.items()}  # also the warm-up (and compilation)
-    seconds = {name: [] for name in calls}
-    for _ in range(runs):
-        for name, call in calls.items():
-            seconds[name].append(median_seconds(call, warmup=0, runs=1, device=device))
-    frames = src.shape[1] * chunks
-    results = {}
-    for name in calls:
-        median = sorted(seconds[name])[len(seconds[name]) // 2]
-        results[name] = {
-            'frames_per_second': round(frames / median, 3),
-            'speedup': round(sorted(seconds['eager'])[runs // 2] / median, 3),
-            'max_abs_difference': max((a.float() - b.float()).abs().max().item()
-                                      for a, b in zip(outputs[name], outputs['eager'])),
-        }
-    return results
+REUSED = ', freed memory reused'
+
+
+def time_in_processes(args: argparse.Namespace, job: str, backbone: str) -> dict[str, dict]:
+    """frames/s, speed-up over 'eager' and largest |difference| from 'eager' of every variant of one job ('base':
+    --width x --height; 'refine' or 'downsample': 1920x1080). The variants live in worker processes, one per
+    allocator setting (the CPU's second one keeps freed memory for reuse, which cannot be undone in a process)."""
+    context = multiprocessing.get_context('spawn')
+    reuse_settings = (False, True) if torch.device(args.device).type == 'cpu' else (False,)
+    connections, workers = {}, []
+    for reuse in reuse_settings:
+        connection, worker_connection = context.Pipe()
+        worker = context.Process(target=serve_variants, args=(worker_connection, args, job, backbone, reuse))
+        worker.start()
+        workers.append((worker, connection))
+    outputs = {}
+    for worker, connection in workers:
+        first_outputs = connection.recv()  # the warm-up (and compilation) of every variant in that process
+        outputs.update(first_outputs)
+        connections.update(dict.fromkeys(first_outputs, connection))
+    seconds = {name: [] for name in outputs}
+    for _ in range(args.runs):
+        for name, connection in connections.items():
+            connection.send(name)
+            seconds[name].append(connection.recv())
+    for worker, connection in workers:
+        connection.send(None)
+        worker.join()
+    chunk, chunks = (args.chunk, args.chunks) if job == 'base' else (args.hd_chunk, 1)
+    median = {name: sorted(times)[len(times) // 2] for name, times in seconds.items()}
+    return {name: {
+        'frames_per_second': round(chunk * chunks / median[name], 3),
+        'speedup': round(median['eager'] / median[name], 3),
+        'max_abs_difference': max((a.float() - b.float()).abs().max().item()
+                                  for a, b in zip(outputs[name], outputs['eager'])),
+    } for name in outputs}
+
+
+def serve_variants(connection, args: argparse.Namespace, job: str, backbone: str, reuse_memory: bool) -> None:
+    """A worker process: builds the job's variants (the same weights and frames in every worker: seed 0), sends
+    {name: outputs} of a first call of each, then times one call of each variant named on `connection` until None."""
+    device = open_device(args.device)
+    if reuse_memory:
+        reuse_freed_cpu_memory(device)
+    torch.manual_seed(0)
+    model = MattingRefine(backbone, backbone_scale=args.refine_backbone_scale) if job == 'refine' else \
+        MattingBase(backbone)
+    if job == 'base':
+        src = torch.rand(1, args.chunk, 3, args.height, args.width, device=device)
+        use_autocast = args.autocast if args.autocast is not None else device.type == 'cuda'
+        variants = eager_and_optimised(model, device) if reuse_memory else \
+            model_variants(model, device, args.compile, use_autocast)
+        chunks, downsample_ratio = args.chunks, 1
+    else:
+        src = torch.rand(1, args.hd_chunk, 3, 1080, 1920, device=device)
+        variants = eager_and_optimised(model, device)
+        chunks, downsample_ratio = 1, args.downsample_ratio if job == 'downsample' else 1
+    suffix = REUSED if reuse_memory else ''
+    calls = {name + suffix: matting_run(variant, dtype, src, chunks, device, downsample_ratio)
+             for name, (variant, dtype) in variants.items()}
+    connection.send({name: [output.cpu() for output in call()] for name, call in calls.items()})
+    while (name := connection.recv()) is not None:
+        connection.send(median_seconds(calls[name], warmup=0, runs=1, device=device))
 
 
 def matting_run(model: MattingBase, dtype: torch.dtype | None, src: torch.Tensor, chunks: int, device: torch.device,

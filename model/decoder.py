@@ -36,7 +36,13 @@ class Decoder(nn.Module):
         return self.relu(bn(conv(self.upsample_concat(x, shortcut))))
 
     def output(self, x: Tensor, x0: Tensor) -> Tensor:
-        return self.conv4(self.upsample_concat(x, x0))
+        """x (N, channels[3], H/2, W/2), the frames x0 (N, 3, H, W) -> (N, channels[4], H, W): conv4 of the upsampled
+        x concatenated with x0, computed as the sum of conv4's two input slices applied to each, which is the same
+        function without writing the full-resolution concatenation (the largest tensor of the forward pass)."""
+        x = F.interpolate(x, size=x0.shape[2:], mode='bilinear', align_corners=False)
+        channels = x.shape[1]
+        out = F.conv2d(x, self.conv4.weight[:, :channels], self.conv4.bias, padding=self.conv4.padding)
+        return out + F.conv2d(x0, self.conv4.weight[:, channels:], padding=self.conv4.padding)
 
     def forward(self, x4: Tensor, x3: Tensor, x2: Tensor, x1: Tensor, x0: Tensor) -> Tensor:
         """Encoder outputs of N frames (ASPP output x4 at 1/16, shortcuts x3..x0) -> (N, channels[4], H, W)."""

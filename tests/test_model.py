@@ -1,9 +1,11 @@
 """The network: shapes, ranges, the ConvLSTM state contract, the ablation, weight transfer, refinement."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model import MattingBase, MattingRefine
 from model.convLSTM import ConvLSTM, ConvLSTMCell
+from model.decoder import Decoder
 from model.utils import (CheckpointError, backbone_of, load_checkpoint_weights, load_matched_state_dict,
                          read_checkpoint)
 
@@ -86,6 +88,15 @@ def test_without_convlstm_ignores_the_incoming_state():
     with torch.no_grad():
         _, _, _, _, state = model(torch.rand(1, 2, 3, 48, 64))
         torch.testing.assert_close(model(src, state)[0], model(src)[0], atol=0, rtol=0)
+
+
+def test_decoder_output_is_conv4_of_the_concatenation():
+    torch.manual_seed(0)
+    decoder = Decoder([256, 128, 64, 48, 37], [32, 24, 16, 3])
+    x, frames = torch.randn(2, 48, 9, 15), torch.rand(2, 3, 17, 29)  # odd sizes: the upsampling meets the frame size
+    upsampled = F.interpolate(x, size=(17, 29), mode='bilinear', align_corners=False)
+    expected = decoder.conv4(torch.cat([upsampled, frames], dim=1))
+    torch.testing.assert_close(decoder.output(x, frames), expected, atol=1e-5, rtol=0)
 
 
 def test_convlstm_cell_matches_the_equations():
