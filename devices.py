@@ -32,15 +32,15 @@ KEPT_FREE_BYTES = 1 << 30
 
 
 def reuse_freed_cpu_memory(device: torch.device) -> bool:
-    """On the CPU, make glibc serve large blocks from the heap and keep up to 1 GiB of freed memory for the next
-    allocation instead of returning it to the kernel. Returns whether it did: False for other devices and where the
-    C library is not glibc.
+    """On the CPU, make glibc serve large blocks from its heap and hand the kernel back only a heap top of more than
+    1 GiB of free memory, so that freed tensors are reused by the next allocation. Returns whether it did: False for
+    other devices and where the C library is not glibc.
 
     By default glibc maps every block above its mmap threshold (at most 32 MiB) straight from the kernel and unmaps
     it when freed, so each large tensor of a forward pass (a chunk of 8 frames at 512x288 with 48 channels is 226 MB)
     page-faults and is zero-filled afresh at every call: about a million page faults per MobileNetV2 forward of
-    that chunk, half its time on the 2-core CPU (benchmarks/bench_inference.py). The cost is resident memory:
-    freed memory stays with the process, as PyTorch's CUDA caching allocator keeps GPU memory.
+    that chunk, half its time on the 2-core CPU (benchmarks/bench_inference.py). The cost is resident memory: the
+    process keeps about its peak heap use, as PyTorch's CUDA caching allocator keeps GPU memory.
     """
     if device.type != 'cpu':
         return False

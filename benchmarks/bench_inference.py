@@ -101,19 +101,21 @@ def time_in_processes(args: argparse.Namespace, job: str, backbone: str) -> dict
     connections, workers = {}, []
     for reuse in reuse_settings:
         connection, worker_connection = context.Pipe()
-        worker = context.Process(target=serve_variants, args=(worker_connection, args, job, backbone, reuse))
+        worker = context.Process(target=serve_variants, args=(worker_connection, args, job, backbone, reuse),
+                                 daemon=True)
         worker.start()
+        worker_connection.close()  # the worker's end: a worker that dies then ends recv() with EOFError
         workers.append((worker, connection))
     outputs = {}
     for worker, connection in workers:
-        first_outputs = connection.recv()  # the warm-up (and compilation) of every variant in that process
+        first_outputs = receive(worker, connection)  # the warm-up (and compilation) of every variant in that process
         outputs.update(first_outputs)
-        connections.update(dict.fromkeys(first_outputs, connection))
+        connections.update({name: (worker, connection) for name in first_outputs})
     seconds = {name: [] for name in outputs}
     for _ in range(args.runs):
-        for name, connection in connections.items():
+        for name, (worker, connection) in connections.items():
             connection.send(name)
-            seconds[name].append(connection.recv())
+            seconds[name].append(receive(worker, connection))
     for worker, connection in workers:
         connection.send(None)
         worker.join()
@@ -122,9 +124,17 @@ def time_in_processes(args: argparse.Namespace, job: str, backbone: str) -> dict
     return {name: {
         'frames_per_second': round(chunk * chunks / median[name], 3),
         'speedup': round(median['eager'] / median[name], 3),
-        'max_abs_difference': max((a.float() - b.float()).abs().max().item()
-                                  for a, b in zip(outputs[name], outputs['eager'])),
+        'max_abs_difference': max(float(abs(a - b).max()) for a, b in zip(outputs[name], outputs['eager'])),
     } for name in outputs}
+
+
+def receive(worker: multiprocessing.Process, connection) -> object:
+    """The worker's next message; exits with an error if the worker died (its traceback is on stderr)."""
+    try:
+        return connection.recv()
+    except EOFError:
+        worker.join()
+        sys.exit(f'error: a benchmark worker process failed (exit code {worker.exitcode}); see its error above')
 
 
 def serve_variants(connection, args: argparse.Namespace, job: str, backbone: str, reuse_memory: bool) -> None:
@@ -149,7 +159,8 @@ def serve_variants(connection, args: argparse.Namespace, job: str, backbone: str
     suffix = REUSED if reuse_memory else ''
     calls = {name + suffix: matting_run(variant, dtype, src, chunks, device, downsample_ratio)
              for name, (variant, dtype) in variants.items()}
-    connection.send({name: [output.cpu() for output in call()] for name, call in calls.items()})
+    # As float32 numpy arrays: torch tensors would travel through shared memory, which HD outputs can exceed.
+    connection.send({name: [output.float().cpu().numpy() for output in call()] for name, call in calls.items()})
     while (name := connection.recv()) is not None:
         connection.send(median_seconds(calls[name], warmup=0, runs=1, device=device))
 

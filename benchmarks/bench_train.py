@@ -1,4 +1,5 @@
-"""Training speed per backbone: frames/s of forward, loss, backward and optimizer step, as train.py does them.
+"""Training speed per backbone: frames/s of forward, loss, backward and optimizer step, as train.py does them
+(on the CPU with its allocator setting, devices.reuse_freed_cpu_memory).
 
 Prints one JSON object. Example: python benchmarks/bench_train.py --backbones mobilenetv2 --runs 3
 """
@@ -9,7 +10,7 @@ import sys
 import torch
 
 from common import median_seconds
-from devices import DeviceError, device_name, open_device
+from devices import DeviceError, device_name, open_device, reuse_freed_cpu_memory
 from model import BACKBONES, MattingBase
 from train import make_grad_scaler, matting_loss
 
@@ -30,6 +31,7 @@ def main() -> None:
         device = open_device(args.device)
     except DeviceError as error:
         sys.exit(f'error: {error}')
+    reuse_freed_cpu_memory(device)
     use_amp = args.amp if args.amp is not None else device.type == 'cuda'
     shape = (args.batch_size, args.seq_length)
     size = (args.resolution, args.resolution)

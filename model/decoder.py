@@ -25,10 +25,13 @@ class Decoder(nn.Module):
         self.relu = nn.ReLU(True)
 
     @staticmethod
-    def upsample_concat(x: Tensor, shortcut: Tensor) -> Tensor:
+    def upsample_to(x: Tensor, like: Tensor) -> Tensor:
+        """x (N, C, h, w) bilinearly resized to the height and width of `like` (N, C', H, W)."""
+        return F.interpolate(x, size=like.shape[2:], mode='bilinear', align_corners=False)
+
+    def upsample_concat(self, x: Tensor, shortcut: Tensor) -> Tensor:
         """x (N, C, h, w), shortcut (N, C', H, W) -> (N, C + C', H, W)."""
-        x = F.interpolate(x, size=shortcut.shape[2:], mode='bilinear', align_corners=False)
-        return torch.cat([x, shortcut], dim=1)
+        return torch.cat([self.upsample_to(x, shortcut), shortcut], dim=1)
 
     def block(self, index: int, x: Tensor, shortcut: Tensor) -> Tensor:
         """Upsampling block `index` (1, 2 or 3): upsample, concat shortcut, conv, BN, ReLU."""
@@ -39,10 +42,11 @@ class Decoder(nn.Module):
         """x (N, channels[3], H/2, W/2), the frames x0 (N, 3, H, W) -> (N, channels[4], H, W): conv4 of the upsampled
         x concatenated with x0, computed as the sum of conv4's two input slices applied to each, which is the same
         function without writing the full-resolution concatenation (the largest tensor of the forward pass)."""
-        x = F.interpolate(x, size=x0.shape[2:], mode='bilinear', align_corners=False)
+        x = self.upsample_to(x, x0)
         channels = x.shape[1]
         out = F.conv2d(x, self.conv4.weight[:, :channels], self.conv4.bias, padding=self.conv4.padding)
-        return out + F.conv2d(x0, self.conv4.weight[:, channels:], padding=self.conv4.padding)
+        # In place is safe for autograd: a convolution's backward does not read its output.
+        return out.add_(F.conv2d(x0, self.conv4.weight[:, channels:], padding=self.conv4.padding))
 
     def forward(self, x4: Tensor, x3: Tensor, x2: Tensor, x1: Tensor, x0: Tensor) -> Tensor:
         """Encoder outputs of N frames (ASPP output x4 at 1/16, shortcuts x3..x0) -> (N, channels[4], H, W)."""
