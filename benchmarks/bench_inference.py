@@ -72,7 +72,7 @@ def model_variants(model: MattingBase, device: torch.device, compile_model: bool
     eager = model.eval().to(device)
     folded = copy.deepcopy(eager)
     fold_batchnorm(folded)
-    optimised = prepare_for_inference(copy.deepcopy(eager), device)
+    optimised = prepare_for_inference(copy.deepcopy(eager), device, channels_last=True)
     low_precision = torch.float16 if device.type == 'cuda' else torch.bfloat16
     variants = {'eager': (eager, None), 'folded': (folded, None), 'folded + channels_last': (optimised, None)}
     if use_autocast:
@@ -83,10 +83,10 @@ def model_variants(model: MattingBase, device: torch.device, compile_model: bool
 
 
 def eager_and_optimised(model: MattingBase, device: torch.device) -> dict[str, tuple[MattingBase, None]]:
-    """The baseline and the fp32 speed-ups of inference.py, without the intermediate copies (HD frames are large)."""
+    """The baseline and the model as inference.py prepares it (folded; channels_last on CUDA), without the other
+    variants (HD frames are large)."""
     eager = model.eval().to(device)
-    optimised = prepare_for_inference(copy.deepcopy(eager), device)
-    return {'eager': (eager, None), 'folded + channels_last': (optimised, None)}
+    return {'eager': (eager, None), 'as inference.py': (prepare_for_inference(copy.deepcopy(eager), device), None)}
 
 
 REUSED = ', freed memory reused'
@@ -149,8 +149,7 @@ def serve_variants(connection, args: argparse.Namespace, job: str, backbone: str
     if job == 'base':
         src = torch.rand(1, args.chunk, 3, args.height, args.width, device=device)
         use_autocast = args.autocast if args.autocast is not None else device.type == 'cuda'
-        variants = eager_and_optimised(model, device) if reuse_memory else \
-            model_variants(model, device, args.compile, use_autocast)
+        variants = model_variants(model, device, args.compile, use_autocast)
         chunks, downsample_ratio = args.chunks, 1
     else:
         src = torch.rand(1, args.hd_chunk, 3, 1080, 1920, device=device)

@@ -1,12 +1,13 @@
-"""Inference speed-ups that leave the outputs unchanged: BatchNorm folded into convolutions, channels_last.
+"""Inference speed-ups that leave the outputs unchanged: BatchNorm folded into convolutions, channels_last on CUDA.
 
-    model = prepare_for_inference(MattingBase('resnet50'), device)   # eval mode, folded, channels_last
+    model = prepare_for_inference(MattingBase('resnet50'), device)   # eval mode, folded, channels_last on CUDA
 
 In eval mode a BatchNorm is a per-channel affine map, y = (x - mean) / sqrt(var + eps) * weight + bias, so when it
 directly follows a convolution it can be merged into that convolution's weight and bias
 (torch.nn.utils.fusion.fuse_conv_bn_eval) and replaced by Identity: one pass over the feature map fewer, with
-the same outputs up to float rounding. channels_last (NHWC) is the layout oneDNN's CPU convolutions and cuDNN's
-tensor-core convolutions prefer.
+the same outputs up to float rounding. channels_last (NHWC) is the layout cuDNN's tensor-core convolutions prefer.
+On the CPU it paid only while every large tensor was freshly page-faulted: with the allocator of
+devices.reuse_freed_cpu_memory it made MobileNetV2 10% slower and ResNet50 1% (benchmarks/bench_inference.py).
 """
 import torch
 from torch import nn
@@ -49,10 +50,11 @@ def preceding_conv_name(parent: nn.Module, bn_name: str, children: dict[str, nn.
     return candidate if isinstance(children.get(candidate), nn.Conv2d) else None
 
 
-def prepare_for_inference(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:
-    """The model in eval mode on `device` with its BatchNorms folded, in channels_last layout if asked."""
+def prepare_for_inference(model: nn.Module, device: torch.device, channels_last: bool | None = None) -> nn.Module:
+    """The model in eval mode on `device` with its BatchNorms folded, in channels_last layout if asked
+    (None: on CUDA only)."""
     model = model.eval().to(device)
     fold_batchnorm(model)
-    if channels_last:
+    if channels_last if channels_last is not None else device.type == 'cuda':
         model = model.to(memory_format=torch.channels_last)
     return model

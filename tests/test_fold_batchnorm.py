@@ -34,10 +34,11 @@ def test_every_batchnorm_is_folded_and_outputs_are_unchanged(make_model):
     assert fold_batchnorm(folded) == batchnorms
     assert not any(isinstance(module, nn.BatchNorm2d) for module in folded.modules())
     prepared = prepare_for_inference(copy.deepcopy(model), torch.device('cpu'))
+    channels_last = prepare_for_inference(copy.deepcopy(model), torch.device('cpu'), channels_last=True)
     src = torch.rand(1, 3, 3, 64, 96)
     with torch.no_grad():
         expected = model(src)
-        for candidate in (folded, prepared):
+        for candidate in (folded, prepared, channels_last):
             outputs = candidate(src)
             for name, want, got in zip(('pha', 'fgr', 'err'), expected[:3], outputs[:3]):
                 assert (want - got).abs().max().item() < 1e-4, name
@@ -48,3 +49,14 @@ def test_every_batchnorm_is_folded_and_outputs_are_unchanged(make_model):
 def test_folding_needs_eval_mode():
     with pytest.raises(ValueError, match='eval mode'):
         fold_batchnorm(MattingBase('mobilenetv2').train())
+
+
+def test_channels_last_by_default_on_cuda_only():
+    def conv_weights_channels_last(model: nn.Module) -> list[bool]:
+        # Weights of 1x1 and depthwise convolutions are contiguous in both layouts at once: left out.
+        return [module.weight.is_contiguous(memory_format=torch.channels_last) for module in model.modules()
+                if isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1) and module.weight.shape[1] > 1]
+    cpu = prepare_for_inference(MattingBase('mobilenetv2'), torch.device('cpu'))
+    forced = prepare_for_inference(MattingBase('mobilenetv2'), torch.device('cpu'), channels_last=True)
+    assert not any(conv_weights_channels_last(cpu))
+    assert all(conv_weights_channels_last(forced))
