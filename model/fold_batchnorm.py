@@ -7,7 +7,7 @@ directly follows a convolution it can be merged into that convolution's weight a
 (torch.nn.utils.fusion.fuse_conv_bn_eval) and replaced by Identity: one pass over the feature map fewer, with
 the same outputs up to float rounding. channels_last (NHWC) is the layout cuDNN's tensor-core convolutions prefer.
 On the CPU it paid only while every large tensor was freshly page-faulted: with the allocator of
-devices.reuse_freed_cpu_memory it made MobileNetV2 10% slower and ResNet50 1% (benchmarks/bench_inference.py).
+devices.reuse_freed_cpu_memory it made MobileNetV2 10-11% slower and the ResNets 1-2% (benchmarks/bench_inference.py).
 """
 import torch
 from torch import nn
@@ -55,6 +55,8 @@ def prepare_for_inference(model: nn.Module, device: torch.device, channels_last:
     (None: on CUDA only)."""
     model = model.eval().to(device)
     fold_batchnorm(model)
-    if channels_last if channels_last is not None else device.type == 'cuda':
+    if channels_last is None:
+        channels_last = device.type == 'cuda'
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
