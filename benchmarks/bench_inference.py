@@ -2,10 +2,10 @@
 
 Each backbone runs as a plain fp32 eager model (the baseline) and with the speed-ups of model/fold_batchnorm.py
 (BatchNorm folded into the convolutions, then also channels_last), with --autocast (float16 on CUDA, where it is
-on by default; bfloat16 on CPU) and with --compile also torch.compile. On the CPU, the eager and the folded
-channels_last model also run in a second process whose allocator keeps freed memory for reuse
-(devices.reuse_freed_cpu_memory, as train.py, validate.py and inference.py set it up): "..., freed memory reused";
-the last of these is what inference.py runs. Every variant reports frames/s, its speed-up over the baseline timed
+on by default; bfloat16 on CPU) and with --compile also torch.compile. On the CPU, every variant also runs in a
+second process whose allocator keeps freed memory for reuse (devices.reuse_freed_cpu_memory, as train.py,
+validate.py and inference.py set it up): "..., freed memory reused". inference.py runs "folded, freed memory reused"
+on the CPU and "folded + channels_last" on CUDA. Every variant reports frames/s, its speed-up over the baseline timed
 in the same run (runs of the variants alternate across both processes, so load changes hit all alike) and the
 largest difference of its alpha and foreground from the baseline's. --hd adds 1920x1080 frames the two ways
 inference.py offers: MattingRefine (the network at --refine-backbone-scale, the refiner at full size) and
