@@ -84,20 +84,32 @@ class VideoMatte240KDataset(Dataset):
         generator = seeded_generator(self.seed, self.epoch, index)
         frames = self.frame_sampler(len(self.frames[clip_idx]), start, self.seq_length, generator)
         cover = (self.augmentation.size, self.augmentation.size) if self.augmentation.size else None
-        fgr, pha = [], []
-        for frame in (self.frames[clip_idx][i] for i in frames):
-            fgr.append(read_image(self._frame_path('fgr', clip_idx, frame), 'RGB', cover, self.reduced_decoding))
-            pha.append(read_image(self._frame_path('pha', clip_idx, frame), 'L', cover, self.reduced_decoding))
+        names = [self.frames[clip_idx][i] for i in frames]
+        fgr = [read_image(self._frame_path('fgr', clip_idx, n), 'RGB', cover, self.reduced_decoding) for n in names]
+        pha = [read_image(self._frame_path('pha', clip_idx, n), 'L', cover, self.reduced_decoding) for n in names]
+        self._check_same_size(clip_idx, names, fgr, pha)
         # The foreground keeps the decoder's (H, W, C) memory layout (a channels_last view), which OpenCV's warps
         # read without the two transposing copies that stacking (C, H, W) frames would cost.
         fgr, pha = torch.stack([image.permute(1, 2, 0) for image in fgr]).permute(0, 3, 1, 2), torch.stack(pha)
         background = self.backgrounds[self._background_idx(clip_idx, generator)]
         bgr = read_image(os.path.join(self.background_dir, background), 'RGB', cover or (fgr.shape[-1], fgr.shape[-2]),
-                         self.reduced_decoding)
+                         self.reduced_decoding, remedy='replace or delete this background')
         return self.augmentation(fgr, pha, bgr[None], generator)
 
     def _frame_path(self, part: str, clip_idx: int, frame: str) -> str:
         return os.path.join(self.videomatte_dir, part, self.clips[clip_idx], frame)
+
+    def _check_same_size(self, clip_idx: int, names: list[str], fgr: list[torch.Tensor],
+                         pha: list[torch.Tensor]) -> None:
+        """DatasetError naming the first decoded frame or matte whose size differs from the item's first frame:
+        the augmentation warps a matte with its frame's geometry, so a matte of another size would be misaligned."""
+        size = fgr[0].shape[-2:]
+        for name, fgr_frame, pha_frame in zip(names, fgr, pha):
+            for part, image in (('fgr', fgr_frame), ('pha', pha_frame)):
+                if image.shape[-2:] != size:
+                    raise DatasetError(f'{self._frame_path(part, clip_idx, name)}: not the size of '
+                                       f'{self._frame_path("fgr", clip_idx, names[0])}; a clip\'s frames and mattes '
+                                       f'must all have one size: re-extract this clip')
 
     def _background_idx(self, clip_idx: int, generator: torch.Generator) -> int:
         if self.background_image_id is not None:
@@ -113,8 +125,8 @@ def seeded_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-def read_image(path: str, mode: str, cover: tuple[int, int] | None = None,
-               reduced_decoding: bool = True) -> torch.Tensor:
+def read_image(path: str, mode: str, cover: tuple[int, int] | None = None, reduced_decoding: bool = True,
+               remedy: str = 'replace it or re-extract its clip') -> torch.Tensor:
     """Decode an image to a uint8 tensor (C, H, W), C = 3 for mode 'RGB', 1 for 'L'.
 
     With cover = (width, height), the image is resized, keeping its aspect ratio, to the smallest size
@@ -122,20 +134,23 @@ def read_image(path: str, mode: str, cover: tuple[int, int] | None = None,
     (Pillow's draft mode: libjpeg scales while decoding), the smallest of these that still covers `cover`,
     and not resized further unless it is still twice that size (no JPEG): the augmentation's warp resamples it
     to the output size in the same pass as its crop, so a second resampling would only cost time (the
-    geometry does not depend on the input size).
+    geometry does not depend on the input size). 16-bit images (PNG mattes) are scaled to 8 bits, not clipped.
+    An undecodable file raises DatasetError naming it, with `remedy` as the advice.
     """
     try:
         with Image.open(path) as image:
             size = image.size if cover is None else covering_size(image.size, cover)
             if reduced_decoding and size != image.size:
                 image.draft(mode, size)
+            if image.mode.startswith('I'):  # 16-bit: Pillow's convert would clip every value above 255 to 255
+                image = Image.fromarray((np.asarray(image, np.float32) / 257).round().clip(0, 255).astype(np.uint8))
             if image.mode != mode:
                 image = image.convert(mode)
             if image.size != size and (not reduced_decoding or image.size[0] >= 2 * size[0]):
                 image = image.resize(size, Image.Resampling.BILINEAR)
             array = np.array(image)
     except OSError as error:  # Pillow's errors for missing, unidentified and truncated files
-        raise DatasetError(f'{path}: cannot decode this image ({error}); replace it or re-extract its clip') from None
+        raise DatasetError(f'{path}: cannot decode this image ({error}); {remedy}') from None
     return torch.from_numpy(array).permute(2, 0, 1) if array.ndim == 3 else torch.from_numpy(array)[None]
 
 

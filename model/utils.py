@@ -1,5 +1,6 @@
 """Loading weights: checkpoints of this project, BackgroundMattingV2, DeepLabV3 and torchvision's ImageNet."""
 import os
+import pickle
 import re
 import urllib.error
 import zipfile
@@ -100,7 +101,7 @@ def read_checkpoint(path: str) -> dict:
         raise CheckpointError(f'checkpoint {path} does not exist: check the path')
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, pickle.UnpicklingError) as error:
         raise CheckpointError(f'checkpoint {path} is corrupt or truncated ({type(error).__name__}): '
                               f'use another checkpoint or re-save it') from None
     if not isinstance(checkpoint, Mapping):

@@ -213,6 +213,36 @@ def test_undecodable_frame_names_its_path_even_from_a_worker(tmp_path):
                                f'replace it or re-extract its clip'
 
 
+def test_undecodable_background_says_to_replace_it(tmp_path):
+    videomatte, backgrounds = write_clips(tmp_path, {'a': 2}, backgrounds=1)
+    broken = os.path.join(backgrounds, '0000.png')
+    with open(broken, 'wb') as file:
+        file.write(b'not an image')
+    with pytest.raises(DatasetError, match=f'{broken}: cannot decode this image .*; replace or delete this background'):
+        frames_dataset(videomatte, backgrounds, 2)[0]
+
+
+@pytest.mark.parametrize('part', ['fgr', 'pha'])
+def test_a_frame_or_matte_of_another_size_names_its_file(tmp_path, part):
+    videomatte, backgrounds = write_clips(tmp_path, {'a': 3})
+    odd = os.path.join(videomatte, part, 'a', '00002.png')
+    Image.new('RGB', (30, 16), (255, 255, 255)).save(odd)
+    data = frames_dataset(videomatte, backgrounds, 3)
+    first = os.path.join(videomatte, 'fgr', 'a', '00000.png')
+    with pytest.raises(DatasetError, match=f'{odd}: not the size of {first}; .* re-extract this clip'):
+        data[0]
+
+
+def test_16_bit_mattes_are_scaled_to_8_bits(tmp_path):
+    path = str(tmp_path / 'matte.png')
+    ramp = np.linspace(0, 65535, 24 * 16).round().astype(np.uint16).reshape(16, 24)
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith('I'), 'the PNG is 16-bit'
+    matte = read_image(path, 'L')
+    assert matte.dtype == torch.uint8 and matte.shape == (1, 16, 24)
+    assert (matte[0].int() - torch.from_numpy(ramp / 257).round().int()).abs().max() <= 0, 'scaled, not clipped'
+
+
 def test_background_folder_without_images(tmp_path):
     videomatte, backgrounds = write_clips(tmp_path, {'a': 2}, backgrounds=0)
     with pytest.raises(DatasetError, match=f'{backgrounds}: no background images'):
@@ -225,3 +255,9 @@ def test_bad_background_index_and_sequence_length(tmp_path):
         frames_dataset(videomatte, backgrounds, 4, background_image_id=2)
     with pytest.raises(DatasetError, match='seq_length 0, seed 0: use 1 or more frames'):
         frames_dataset(videomatte, backgrounds, 0)
+
+
+@pytest.mark.parametrize('resolution', [0, -8])
+def test_crop_size_below_one_pixel(tiny_synthetic, resolution):
+    with pytest.raises(DatasetError, match=f'resolution {resolution}: use a crop size of 1 pixel or more'):
+        make_dataset('synthetic', 'train', 2, resolution, videomatte_root=tiny_synthetic)

@@ -222,7 +222,7 @@ def test_own_checkpoint_round_trips(tmp_path, mobilenet):
         torch.testing.assert_close(fresh(src)[0], mobilenet(src)[0])
 
 
-def test_missing_and_truncated_checkpoints(tmp_path, mobilenet):
+def test_missing_truncated_and_foreign_checkpoints(tmp_path, mobilenet):
     with pytest.raises(CheckpointError, match='does not exist'):
         read_checkpoint(str(tmp_path / 'nope.pth'))
     path = tmp_path / 'truncated.pth'
@@ -230,6 +230,10 @@ def test_missing_and_truncated_checkpoints(tmp_path, mobilenet):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match='corrupt or truncated'):
         read_checkpoint(str(path))
+    not_a_checkpoint = tmp_path / 'frame.jpg'
+    not_a_checkpoint.write_bytes(b'\xff\xd8\xff\xe0 a JPEG, not a checkpoint')
+    with pytest.raises(CheckpointError, match=f'checkpoint {not_a_checkpoint} is corrupt .*UnpicklingError'):
+        read_checkpoint(str(not_a_checkpoint))
 
 
 @pytest.mark.parametrize('mode', ['full', 'sampling', 'thresholding'])
