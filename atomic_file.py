@@ -1,4 +1,5 @@
-"""Write files so that a crash never leaves a truncated one in place: write a temporary sibling, then rename."""
+"""Write files so that a crash never leaves a truncated one in place: write a temporary sibling, then rename.
+make_output_folder checks an output folder up front, before a long run that would only fail at its end."""
 import contextlib
 import os
 import tempfile
@@ -34,3 +35,21 @@ def atomic_write(path: str, mode: str = 'wb', **open_kwargs) -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+class OutputFolderError(ValueError):
+    """An output folder that cannot be used; the message names the flag, the folder and what to do."""
+
+
+def make_output_folder(path: str, flag: str) -> None:
+    """Create the folder `path` given by the command-line option `flag` (and its parents), or raise
+    OutputFolderError: a file in the way, a parent that is a file, no permission."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputFolderError(f'{flag} {path} is a file: choose a folder')
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise OutputFolderError(f'{flag} {path}: cannot write there ({error.strerror}); choose a writable folder') \
+            from None

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from atomic_file import OutputFolderError, make_output_folder
 from devices import DeviceError, open_device, reuse_freed_cpu_memory
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import prepare_for_inference
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         matte(args)
-    except (InferenceError, CheckpointError, DeviceError) as error:
+    except (InferenceError, CheckpointError, DeviceError, OutputFolderError) as error:
         sys.exit(f'error: {error}')
 
 
@@ -81,6 +82,7 @@ def matte(args: argparse.Namespace) -> None:
         count = min(count, args.num_frames) if count > 0 else args.num_frames
     background = composite_background(args.composite_background, width, height, device)
     model = load_model(args, device)
+    make_output_folder(args.output_dir, '--output-dir')
 
     outputs = {}
     try:
@@ -120,8 +122,10 @@ def check_flags(args: argparse.Namespace, device: torch.device, use_fp16: bool) 
         raise InferenceError('--model-refine sets its own scale: use --refine-backbone-scale, not --downsample-ratio')
     if args.model_refine and not 0 < args.refine_backbone_scale <= 0.5:
         raise InferenceError(f'--refine-backbone-scale {args.refine_backbone_scale}: give a value in (0, 0.5]')
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        raise InferenceError(f'--output-dir {args.output_dir} is a file: choose a folder')
+    if args.model_refine and args.refine_sample_pixels < 1:
+        raise InferenceError(f'--refine-sample-pixels {args.refine_sample_pixels}: give 1 or more pixels')
+    if args.fps <= 0:
+        raise InferenceError(f'--fps {args.fps}: give a frame rate above 0')
 
 
 def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:

@@ -27,7 +27,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 import metrics
-from atomic_file import atomic_write
+from atomic_file import OutputFolderError, atomic_write, make_output_folder
 from data_path import DATASETS
 from dataset import DatasetError, make_dataset
 from devices import DeviceError, open_device, reuse_freed_cpu_memory
@@ -54,7 +54,8 @@ parser.add_argument('--batch-size', type=int, default=4, help='sequences per ste
 parser.add_argument('--seq-length', type=int, default=8, help='frames per sequence')
 parser.add_argument('--resolution', type=int, default=224, help='training crop size in pixels (square)')
 parser.add_argument('--num-workers', type=int, default=0, help='DataLoader worker processes per training process')
-parser.add_argument('--epoch-start', type=int, default=0, help='first epoch (with a bare --model-last-checkpoint)')
+parser.add_argument('--epoch-start', type=int, default=0,
+                    help='first epoch (with a bare --model-last-checkpoint); steps count on from the epochs before it')
 parser.add_argument('--epoch-end', type=int, default=10, help='train until this epoch (exclusive)')
 parser.add_argument('--max-steps', type=int, default=None, help='stop after this many optimizer steps in total')
 parser.add_argument('--lr-backbone', type=float, default=1e-4, help='learning rate of the encoder')
@@ -84,13 +85,12 @@ def main() -> None:
     args = parser.parse_args()
     try:
         train(args)
-    except (DatasetError, CheckpointError, DeviceError) as error:
+    except (DatasetError, CheckpointError, DeviceError, OutputFolderError) as error:
         sys.exit(f'error: {error}')
 
 
 def train(args: argparse.Namespace) -> None:
-    if args.keep_checkpoints < 0:
-        sys.exit('error: --keep-checkpoints must be 0 (keep all) or more')
+    check_flags(args)
     rank, world_size, device = setup_distributed(args.device)
     reuse_freed_cpu_memory(device)
     use_amp = args.amp if args.amp is not None else device.type == 'cuda'
@@ -109,6 +109,10 @@ def train(args: argparse.Namespace) -> None:
         raise DatasetError(f'the {args.dataset_name} training split has {len(dataset)} sequences per process, '
                            f'fewer than --batch-size {args.batch_size}: lower --batch-size')
 
+    if rank == 0:  # here, not at the first save: an unwritable folder must not cost a run's first thousand steps
+        make_output_folder(checkpoint_dir, '--checkpoint-dir')
+        make_output_folder(log_dir, '--log-dir')
+
     torch.manual_seed(args.seed)
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm).to(device)
     optimizer = torch.optim.AdamW([
@@ -117,7 +121,7 @@ def train(args: argparse.Namespace) -> None:
         {'params': model.decoder.parameters(), 'lr': args.lr_decoder},
     ])
     scaler = make_grad_scaler(enabled=use_amp and device.type == 'cuda')
-    epoch, step, batch_in_epoch = args.epoch_start, 0, 0
+    epoch, step, batch_in_epoch = args.epoch_start, args.epoch_start * batches_per_epoch, 0
 
     checkpoint_path = newest_checkpoint(checkpoint_dir) if args.resume else args.model_last_checkpoint
     if args.resume and checkpoint_path is None:
@@ -127,7 +131,8 @@ def train(args: argparse.Namespace) -> None:
         load_checkpoint_weights(model, args.model_backbone, checkpoint, checkpoint_path)
         if 'optimizer' in checkpoint:
             optimizer.load_state_dict(checkpoint['optimizer'])
-            scaler.load_state_dict(checkpoint['scaler'])
+            if checkpoint['scaler']:  # empty when saved without AMP; an enabled GradScaler then starts afresh
+                scaler.load_state_dict(checkpoint['scaler'])
             epoch, step, batch_in_epoch = checkpoint['epoch'], checkpoint['step'], checkpoint['batch_in_epoch']
             set_random_states(checkpoint['random_states'])
             if rank == 0:
@@ -232,6 +237,19 @@ def matting_loss(pred_pha: torch.Tensor, pred_fgr: torch.Tensor, pred_err: torch
     }
     losses['total'] = sum(losses.values())
     return losses
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Exit with one line for a count or interval out of range, before anything runs."""
+    if args.batch_size < 1 or args.seq_length < 1 or args.batch_size * args.seq_length < 2:
+        # Training BatchNorm needs more than one value per channel, and ASPP's image pooling has one per frame.
+        sys.exit('error: --batch-size and --seq-length must be at least 1, and --batch-size x --seq-length at least 2')
+    if args.num_workers < 0 or args.keep_checkpoints < 0 or args.log_valid_interval < 0:
+        sys.exit('error: --num-workers, --keep-checkpoints and --log-valid-interval (0: no validation) must be 0 '
+                 'or more')
+    if min(args.log_train_loss_interval, args.log_train_images_interval, args.checkpoint_interval) < 1:
+        sys.exit('error: --log-train-loss-interval, --log-train-images-interval and --checkpoint-interval must be '
+                 'at least 1')
 
 
 def setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
@@ -341,19 +359,23 @@ def save_checkpoint(folder: str, model: MattingBase, optimizer, scaler, args: ar
     return path
 
 
-def remove_old_checkpoints(folder: str, keep: int) -> None:
-    """Delete all but the `keep` checkpoints of `folder` with the highest steps."""
-    found = sorted((int(CHECKPOINT_NAME.search(path)[2]), path)
+def checkpoints_oldest_first(folder: str) -> list[str]:
+    """The epoch-E-iter-S.pth files of `folder`, ordered by epoch, then step."""
+    found = sorted((tuple(int(number) for number in CHECKPOINT_NAME.search(path).groups()), path)
                    for path in glob.glob(os.path.join(folder, '*.pth')) if CHECKPOINT_NAME.search(path))
-    for _, path in found[:-keep]:
+    return [path for _, path in found]
+
+
+def remove_old_checkpoints(folder: str, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints of `folder`."""
+    for path in checkpoints_oldest_first(folder)[:-keep]:
         os.remove(path)
 
 
 def newest_checkpoint(folder: str) -> str | None:
-    """The checkpoint in `folder` with the highest step, or None."""
-    found = [(int(CHECKPOINT_NAME.search(path)[2]), path)
-             for path in glob.glob(os.path.join(folder, '*.pth')) if CHECKPOINT_NAME.search(path)]
-    return max(found)[1] if found else None
+    """The newest checkpoint in `folder`, or None."""
+    found = checkpoints_oldest_first(folder)
+    return found[-1] if found else None
 
 
 def log_images(writer: SummaryWriter, tag: str, step: int, true_src: torch.Tensor, true_pha: torch.Tensor,

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import metrics
-from atomic_file import atomic_write
+from atomic_file import OutputFolderError, atomic_write, make_output_folder
 from data_path import DATASETS
 from devices import DeviceError, open_device, reuse_freed_cpu_memory
 from dataset import DatasetError, make_dataset
@@ -63,15 +63,14 @@ def main() -> None:
     args = parser.parse_args()
     try:
         validate(args)
-    except (DatasetError, CheckpointError, DeviceError) as error:
+    except (DatasetError, CheckpointError, DeviceError, OutputFolderError) as error:
         sys.exit(f'error: {error}')
 
 
 def validate(args: argparse.Namespace) -> None:
-    if os.path.exists(args.output_path) and not os.path.isdir(args.output_path):
-        sys.exit(f'error: --output-path {args.output_path} is a file: choose a folder')
-    if args.seq_length < 1 or args.reset_state_every < 0:
-        sys.exit('error: --seq-length must be at least 1 and --reset-state-every at least 0')
+    if args.seq_length < 1 or args.reset_state_every < 0 or args.num_workers < 0:
+        sys.exit('error: --seq-length must be at least 1, --reset-state-every and --num-workers at least 0')
+    make_output_folder(args.output_path, '--output-path')
     device = open_device(args.device)
     reuse_freed_cpu_memory(device)
     dataset = make_dataset(args.dataset_name, 'valid', args.seq_length, args.resolution,

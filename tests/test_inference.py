@@ -176,7 +176,9 @@ def test_bad_inputs_and_outputs(random_checkpoint, video, tmp_path):
     taken = tmp_path / 'taken'
     taken.write_text('')
     assert f'--output-dir {taken} is a file' in infer_error(random_checkpoint, video, taken)
+    assert f'--output-dir {taken / "out"}: cannot write there' in infer_error(random_checkpoint, video, taken / 'out')
     assert taken.read_text() == ''
+    assert '--fps 0.0: give a frame rate above 0' in infer_error(random_checkpoint, video, out, '--fps', '0')
 
 
 def test_a_corrupt_frame_leaves_no_partial_output(random_checkpoint, frame_folder, tmp_path):

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from script_runner import REPO, run_script, train_args
 from dataset import make_dataset
 from model import MattingBase
-from train import matting_loss
+from train import matting_loss, newest_checkpoint, remove_old_checkpoints
 
 
 def logged(log_dir: str, tag: str = 'train/loss_total') -> dict[int, float]:
@@ -182,3 +182,32 @@ def test_keep_checkpoints_leaves_the_newest(tiny_synthetic, tmp_path, trained_ch
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path / 'checkpoint')) == ['epoch-0-iter-2.pth', 'epoch-0-iter-3.pth']
     assert 'Loaded 368/368 tensors' in result.stdout  # MobileNetV2's, from --model-pretrain-initialization
+
+
+@pytest.mark.parametrize('flags, named', [
+    (['--batch-size', '1', '--seq-length', '1'], '--batch-size x --seq-length at least 2'),
+    (['--batch-size', '0'], '--batch-size and --seq-length must be at least 1'),
+    (['--num-workers', '-1'], '--num-workers, --keep-checkpoints and --log-valid-interval'),
+    (['--checkpoint-interval', '0'], '--checkpoint-interval must be at least 1'),
+])
+def test_counts_and_intervals_out_of_range(tiny_synthetic, tmp_path, flags, named):
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1', *flags))
+    assert result.returncode != 0 and named in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_unwritable_checkpoint_folder_fails_before_training(tiny_synthetic, tmp_path):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
+                                                '--checkpoint-dir', str(blocker / 'checkpoint')))
+    assert result.returncode != 0 and 'Traceback' not in result.stderr
+    assert f'--checkpoint-dir {blocker / "checkpoint"}: cannot write there' in result.stderr
+    assert 'epoch 0' not in result.stderr, 'no training step ran'
+
+
+def test_newest_checkpoint_is_ordered_by_epoch_then_step(tmp_path):
+    for name in ('epoch-0-iter-3.pth', 'epoch-1-iter-2.pth', 'epoch-1-iter-10.pth', 'notes.pth'):
+        (tmp_path / name).write_bytes(b'')
+    assert newest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch-1-iter-10.pth')
+    remove_old_checkpoints(str(tmp_path), 2)
+    assert sorted(os.listdir(tmp_path)) == ['epoch-1-iter-10.pth', 'epoch-1-iter-2.pth', 'notes.pth']

@@ -80,4 +80,4 @@ def test_missing_checkpoint_and_background_id(tiny_synthetic, trained_checkpoint
 def test_bad_sequence_flags(tiny_synthetic, trained_checkpoint, tmp_path):
     args = validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path / 'out'), '--reset-state-every', '-1')
     result = run_script('validate.py', *args)
-    assert result.returncode != 0 and '--reset-state-every at least 0' in result.stderr
+    assert result.returncode != 0 and '--reset-state-every and --num-workers at least 0' in result.stderr
