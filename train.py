@@ -46,8 +46,9 @@ parser.add_argument('--model-pretrain-initialization', default=None,
                     help="a checkpoint (BackgroundMattingV2, DeepLabV3 or this project's) whose matching tensors "
                          "initialise the model, or 'imagenet' for torchvision's backbone weights (downloaded once)")
 parser.add_argument('--model-last-checkpoint', default=None,
-                    help='a checkpoint of this model: a full training checkpoint continues training (optimizer, '
-                         'epoch, step); a bare state dict loads the weights only')
+                    help="a checkpoint to start from: this project's training checkpoint continues training "
+                         "(optimizer, epoch, step); a bare state dict (the original project's or "
+                         "BackgroundMattingV2's) loads the tensors that match by name and shape, as the original did")
 parser.add_argument('--without-convlstm', action='store_true',
                     help='the ablation: same model, ConvLSTM states zero at every frame')
 parser.add_argument('--batch-size', type=int, default=4, help='sequences per step and per process')
@@ -69,11 +70,11 @@ parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None
 parser.add_argument('--checkpoint-dir', default=None, help='default: checkpoint/<model-name>')
 parser.add_argument('--log-dir', default=None, help='TensorBoard folder, default: log/<model-name>')
 parser.add_argument('--resume', action='store_true', help='continue from the newest checkpoint in --checkpoint-dir')
-parser.add_argument('--log-train-loss-interval', type=int, default=10, help='steps between loss logs')
-parser.add_argument('--log-train-images-interval', type=int, default=500, help='steps between image logs')
-parser.add_argument('--log-valid-interval', type=int, default=5000,
+parser.add_argument('--log-train-loss-interval', type=int, default=1, help='steps between loss logs')
+parser.add_argument('--log-train-images-interval', type=int, default=20, help='steps between image logs')
+parser.add_argument('--log-valid-interval', type=int, default=1000,
                     help='steps between validations (loss, MAD, MSE on the valid split); 0 disables')
-parser.add_argument('--checkpoint-interval', type=int, default=5000, help='steps between checkpoints')
+parser.add_argument('--checkpoint-interval', type=int, default=1000, help='steps between checkpoints')
 parser.add_argument('--keep-checkpoints', type=int, default=0,
                     help='keep only the newest N checkpoints in --checkpoint-dir (default 0: keep all); every epoch '
                          'ends in one, so short epochs fill a disk')
@@ -128,8 +129,8 @@ def train(args: argparse.Namespace) -> None:
         print(f'--resume: no checkpoint in {checkpoint_dir}, starting from scratch')
     if checkpoint_path:
         checkpoint = read_checkpoint(checkpoint_path)
-        load_checkpoint_weights(model, args.model_backbone, checkpoint, checkpoint_path)
         if 'optimizer' in checkpoint:
+            load_checkpoint_weights(model, args.model_backbone, checkpoint, checkpoint_path)
             optimizer.load_state_dict(checkpoint['optimizer'])
             if checkpoint['scaler']:  # empty when saved without AMP; an enabled GradScaler then starts afresh
                 scaler.load_state_dict(checkpoint['scaler'])
@@ -137,6 +138,8 @@ def train(args: argparse.Namespace) -> None:
             set_random_states(checkpoint['random_states'])
             if rank == 0:
                 print(f'Continuing from {checkpoint_path}: epoch {epoch}, step {step}')
+        else:  # a bare state dict, the original project's or BackgroundMattingV2's: loaded as the original loaded it
+            load_matching_tensors(model, args.model_backbone, checkpoint, f'--model-last-checkpoint {checkpoint_path}')
     elif args.model_pretrain_initialization:
         initialise(model, args.model_backbone, args.model_pretrain_initialization)
 
@@ -294,14 +297,18 @@ def initialise(model: MattingBase, backbone: str, source: str) -> None:
     if source == 'imagenet':
         load_imagenet_backbone(model, backbone)
         return
-    checkpoint = read_checkpoint(source)
+    load_matching_tensors(model, backbone, read_checkpoint(source), f'--model-pretrain-initialization {source}')
+
+
+def load_matching_tensors(model: MattingBase, backbone: str, checkpoint: dict, what: str) -> None:
+    """Copy the tensors of `checkpoint` that match the model by name and shape, printing how many. CheckpointError,
+    whose message starts with `what` (the flag and file), for another backbone's checkpoint or no matching tensor."""
     found = backbone_of(unwrap_state_dict(checkpoint))
     if found is not None and found != backbone:
-        raise CheckpointError(f'--model-pretrain-initialization {source} was made with backbone {found}, '
-                              f'but --model-backbone is {backbone}')
+        raise CheckpointError(f'{what} was made with backbone {found}, but --model-backbone is {backbone}')
     report = load_matched_state_dict(model, checkpoint)
     if not report['loaded']:
-        raise CheckpointError(f'--model-pretrain-initialization {source}: no tensor matches this model')
+        raise CheckpointError(f'{what}: no tensor matches this model')
 
 
 def unwrap(model: torch.nn.Module) -> MattingBase:

@@ -211,3 +211,15 @@ def test_newest_checkpoint_is_ordered_by_epoch_then_step(tmp_path):
     assert newest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch-1-iter-10.pth')
     remove_old_checkpoints(str(tmp_path), 2)
     assert sorted(os.listdir(tmp_path)) == ['epoch-1-iter-10.pth', 'epoch-1-iter-2.pth', 'notes.pth']
+
+
+def test_last_checkpoint_without_convlstm_tensors_loads_what_matches(tiny_synthetic, tmp_path):
+    """--model-last-checkpoint with a BackgroundMattingV2-like state dict (no ConvLSTM), as the original allowed."""
+    own = MattingBase('mobilenetv2').state_dict()
+    path = tmp_path / 'no_convlstm.pth'
+    torch.save({name: tensor for name, tensor in own.items() if 'convlstm' not in name}, path)
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
+                                                '--log-valid-interval', '0', '--model-last-checkpoint', str(path)))
+    assert result.returncode == 0, result.stderr
+    matched = sum('convlstm' not in name for name in own)
+    assert f'Loaded {matched}/{len(own)} tensors' in result.stdout and matched < len(own)
