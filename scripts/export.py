@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from atomic_file import atomic_write  # noqa: E402
+from atomic_file import OutputFolderError, atomic_write, make_output_folder  # noqa: E402
 from model import BACKBONES, MattingBase  # noqa: E402
 from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint  # noqa: E402
 
@@ -46,8 +46,9 @@ parser.add_argument('--without-convlstm', action='store_true', help='export the 
 parser.add_argument('--format', required=True, choices=('torchscript', 'onnx'), help='what to export to')
 parser.add_argument('--output', required=True, help='file to write (.pt for TorchScript, .onnx for ONNX)')
 parser.add_argument('--seq-length', type=int, default=1, help='frames per call of the exported model (fixed)')
-parser.add_argument('--resolution', type=int, nargs=2, default=(288, 512), metavar=('HEIGHT', 'WIDTH'),
-                    help='size of the example frames used for tracing and verification (the export accepts any)')
+parser.add_argument('--resolution', type=int, nargs='+', default=(288, 512), metavar='SIZE',
+                    help='size of the example frames used for tracing and verification, HEIGHT WIDTH or one number '
+                         'for square frames (the export accepts any size)')
 parser.add_argument('--opset', type=int, default=17, help='ONNX opset version')
 parser.add_argument('--tolerance', type=float, default=1e-4, help='largest accepted difference from PyTorch')
 
@@ -89,11 +90,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def export_model(args: argparse.Namespace) -> None:
-    height, width = args.resolution
+    if len(args.resolution) > 2:
+        raise ExportError(f'--resolution {" ".join(map(str, args.resolution))}: give HEIGHT WIDTH or one size')
+    height, width = args.resolution * 2 if len(args.resolution) == 1 else args.resolution
     if os.path.isdir(args.output):
         raise ExportError(f'--output {args.output} is a folder: give a file name')
     if min(height, width) < 32 or args.seq_length < 1:
-        raise ExportError('--resolution must be at least 32 32 and --seq-length at least 1')
+        raise ExportError('--resolution must be at least 32 and --seq-length at least 1')
+    try:
+        make_output_folder(os.path.dirname(os.path.abspath(args.output)), '--output')
+    except OutputFolderError:
+        raise ExportError(f'--output {args.output}: its folder cannot be created or written; choose another place') \
+            from None
     missing = [name for name in ('onnx', 'onnxruntime') if importlib.util.find_spec(name) is None]
     if args.format == 'onnx' and missing:
         raise ExportError(f"ONNX export needs {' and '.join(missing)}: pip install {' '.join(missing)}")
@@ -108,12 +116,14 @@ def export_model(args: argparse.Namespace) -> None:
         # The deprecated exporters are chosen on purpose (they work from torch 2.1 on): their warnings are not news.
         warnings.filterwarnings('ignore', message=r'`torch\.jit\.\w+` is deprecated', category=FutureWarning)
         warnings.filterwarnings('ignore', message='You are using the legacy TorchScript-based ONNX export')
-        if args.format == 'torchscript':
-            data = export_torchscript(wrapper, example)
-            run = load_torchscript(data)
-        else:
-            data = export_onnx(wrapper, example, args.opset)
-            run = load_onnx(data)
+        try:
+            data = export_torchscript(wrapper, example) if args.format == 'torchscript' else \
+                export_onnx(wrapper, example, args.opset)
+        except Exception as error:  # each exporter raises its own types, all derived from Exception only
+            hint = f'; try another --opset than {args.opset}' if args.format == 'onnx' else ''
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ExportError(f'the {args.format} export failed ({reason}){hint}; nothing written') from None
+        run = load_torchscript(data) if args.format == 'torchscript' else load_onnx(data)
 
     # The traced shape, then another batch and a size that is no multiple of 8: the axes the export leaves free.
     for batch, clip_height, clip_width in ((1, height, width), (2, height + 11, width + 21)):

@@ -92,7 +92,21 @@ def test_bad_checkpoint_and_output(tmp_path):
     assert 'missing.pth does not exist' in message
     assert 'is a folder' in export_error('--model-backbone', 'mobilenetv2', '--format', 'onnx', '--output',
                                          str(tmp_path))
+    blocked = tmp_path / 'resnet50.pth' / 'm.pt'
+    assert f'--output {blocked}: its folder cannot be created' in export_error(
+        '--model-backbone', 'mobilenetv2', '--format', 'torchscript', '--output', str(blocked))
+    assert 'give HEIGHT WIDTH or one size' in export_error('--model-backbone', 'mobilenetv2', '--format', 'onnx',
+                                                            '--output', str(output), '--resolution', '32', '32', '32')
     assert os.listdir(tmp_path) == ['resnet50.pth']
+
+
+def test_an_exporter_failure_is_one_line_naming_the_opset(tmp_path):
+    pytest.importorskip('onnx')
+    output = tmp_path / 'm.onnx'
+    message = export_error('--model-backbone', 'mobilenetv2', '--format', 'onnx', '--output', str(output),
+                           '--resolution', '32', '--opset', '5')
+    assert 'the onnx export failed' in message and 'try another --opset than 5' in message
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_mismatch_writes_nothing(tmp_path):
