@@ -12,10 +12,14 @@ number of frames.
 import argparse
 import os
 import shutil
+import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import cv2
 from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from atomic_file import OutputFolderError, make_output_folder  # noqa: E402
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.avi', '.mkv', '.webm')
 SPLIT_NAMES = {'test': 'valid'}
@@ -39,7 +43,8 @@ def main() -> None:
         raise SystemExit('error: --quality must be within 1..100 and --workers at least 1')
     try:
         tasks = find_clips(args.source, args.destination)
-    except ExtractError as error:
+        make_output_folder(args.destination, 'DESTINATION')
+    except (ExtractError, OutputFolderError) as error:
         raise SystemExit(f'error: {error}')
     extracted = 0
     with ThreadPoolExecutor(args.workers) as executor:
@@ -47,7 +52,7 @@ def main() -> None:
         try:
             for future in tqdm(as_completed(futures), total=len(futures), unit='clip'):
                 extracted += future.result()
-        except ExtractError as error:
+        except (ExtractError, OSError) as error:  # OSError: the disk filled up or a folder became unwritable
             executor.shutdown(cancel_futures=True)
             raise SystemExit(f'error: {error}')
         except KeyboardInterrupt:
@@ -82,6 +87,8 @@ def find_clips(source: str, destination: str) -> list[tuple[str, str, str, str]]
             tasks.append((os.path.join(fgr_dir, name), os.path.join(pha_dir, name),
                           os.path.join(destination, destination_split, 'fgr', clip),
                           os.path.join(destination, destination_split, 'pha', clip)))
+    if not tasks:
+        raise ExtractError(f'{source}: no videos ({", ".join(VIDEO_EXTENSIONS)}) in any <split>/fgr/ folder')
     return tasks
 
 

@@ -98,3 +98,16 @@ def test_missing_pha_video_and_missing_source(generated, tmp_path):
     assert result.returncode == 1
     assert result.stderr == (f'error: {tmp_path}/nowhere: folder not found; give the folder holding the splits of '
                              f'videos\n')
+
+
+def test_source_without_videos_and_unwritable_destination(generated, tmp_path):
+    for part in ('fgr', 'pha'):
+        os.makedirs(tmp_path / 'empty' / 'train' / part)
+    result = extract(tmp_path / 'empty', tmp_path / 'frames')
+    assert result.returncode == 1 and not (tmp_path / 'frames').exists()
+    assert last_line(result).startswith(f'error: {tmp_path}/empty: no videos (.mp4')
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    result = extract(os.path.join(generated, 'videos'), blocker / 'frames')
+    assert result.returncode == 1
+    assert last_line(result).startswith(f'error: DESTINATION {blocker}/frames: cannot write there')
