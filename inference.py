@@ -4,8 +4,9 @@ r"""Matte your own video (any format OpenCV reads) or folder of frames with a ch
         --input my_video.mp4 --output-dir output/my_video --output-types pha com
 
 Frames stream through in chunks of --seq-length with the ConvLSTM state carried from chunk to chunk, so memory
-does not grow with the video's length. Writes <output-dir>/{pha,fgr,com}.mp4 at the input's frame rate and size,
-or with --output-format png <output-dir>/{pha,fgr,com}/000000.png ... Each output is written under a temporary
+does not grow with the video's length. Writes <output-dir>/{pha,fgr,com}.mp4 at the input's frame rate and size
+(the mp4 encoder drops the last column or row of an odd width or height, with a warning), or with --output-format
+png <output-dir>/{pha,fgr,com}/000000.png ... Each output is written under a temporary
 name and renamed when complete. High-resolution video: --downsample-ratio runs the network at a reduced size and
 upsamples its alpha and foreground residual; --model-refine runs MattingRefine (BackgroundMattingV2's refiner).
 """
@@ -83,6 +84,10 @@ def matte(args: argparse.Namespace) -> None:
     background = composite_background(args.composite_background, width, height, device)
     model = load_model(args, device)
     make_output_folder(args.output_dir, '--output-dir')
+    if args.output_format == 'video' and (width % 2 or height % 2):
+        print(f'warning: the mp4 encoder needs an even width and height, so {width}x{height} frames are written as '
+              f'{width // 2 * 2}x{height // 2 * 2} (the last column or row dropped); --output-format png keeps every '
+              f'pixel', file=sys.stderr)
 
     outputs = {}
     try:
@@ -251,8 +256,8 @@ class Output:
             image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.shape[2] == 3 else image[..., 0]
             if self.video is not None:
                 self.video.write(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
-            else:
-                cv2.imwrite(os.path.join(self.temporary, f'{self.frames:06d}.png'), image)
+            elif not cv2.imwrite(os.path.join(self.temporary, f'{self.frames:06d}.png'), image):
+                raise InferenceError(f'cannot write {self.temporary}/{self.frames:06d}.png: check the free disk space')
             self.frames += 1
 
     def commit(self) -> None:

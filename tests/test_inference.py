@@ -129,6 +129,20 @@ def test_frame_folder_input_with_fps_and_num_frames(random_checkpoint, frame_fol
     assert len(frames) == 7 and fps == pytest.approx(25) and frames[0].shape == (HEIGHT, WIDTH, 3)
 
 
+def test_odd_frame_size_warns_for_mp4_and_png_keeps_every_pixel(random_checkpoint, frame_folder, tmp_path, capsys):
+    odd = tmp_path / 'odd'
+    odd.mkdir()
+    for name in sorted(os.listdir(frame_folder))[:2]:
+        cv2.imwrite(str(odd / name), cv2.imread(os.path.join(frame_folder, name))[:HEIGHT - 1, :WIDTH - 1])
+    infer(random_checkpoint, odd, tmp_path / 'video', '--output-types', 'pha')
+    assert f'{WIDTH - 1}x{HEIGHT - 1} frames are written as {WIDTH - 2}x{HEIGHT - 2}' in capsys.readouterr().err
+    assert read_video(str(tmp_path / 'video' / 'pha.mp4'))[0][0].shape == (HEIGHT - 2, WIDTH - 2, 3)
+    infer(random_checkpoint, odd, tmp_path / 'png', '--output-types', 'pha', '--output-format', 'png')
+    assert 'warning' not in capsys.readouterr().err
+    assert cv2.imread(str(tmp_path / 'png' / 'pha' / '000000.png'), cv2.IMREAD_UNCHANGED).shape == (HEIGHT - 1,
+                                                                                                   WIDTH - 1)
+
+
 @pytest.mark.parametrize('extra', [['--downsample-ratio', '0.5'],
                                    ['--model-refine', '--refine-backbone-scale', '0.5', '--refine-mode', 'full']])
 def test_high_resolution_paths_keep_the_frame_size(random_checkpoint, video, tmp_path, extra):
