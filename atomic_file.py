@@ -1,5 +1,5 @@
 """Write files so that a crash never leaves a truncated one in place: write a temporary sibling, then rename.
-make_output_folder checks an output folder up front, before a long run that would only fail at its end."""
+check_output_folder checks an output folder up front, before a long run that would only fail at its end."""
 import contextlib
 import os
 import tempfile
@@ -41,15 +41,17 @@ class OutputFolderError(ValueError):
     """An output folder that cannot be used; the message names the flag, the folder and what to do."""
 
 
-def make_output_folder(path: str, flag: str) -> None:
-    """Create the folder `path` given by the command-line option `flag` (and its parents), or raise
-    OutputFolderError: a file in the way, a parent that is a file, no permission."""
+def check_output_folder(path: str, flag: str) -> None:
+    """OutputFolderError unless the folder `path` given by the command-line option `flag` exists and is writable,
+    or can be created: its nearest existing ancestor is a writable folder. Creates nothing, so that a run failing
+    later leaves no empty folder behind; the writers create it (atomic_write does)."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputFolderError(f'{flag} {path} is a file: choose a folder')
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise OutputFolderError(f'{flag} {path}: cannot write there ({error.strerror}); choose a writable folder') \
-            from None
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputFolderError(f'{flag} {path}: {existing} is a file, so the folder cannot be made there; '
+                                f'choose another place')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputFolderError(f'{flag} {path}: {existing} is not writable; choose a writable folder')

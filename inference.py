@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from atomic_file import OutputFolderError, make_output_folder
+from atomic_file import OutputFolderError, check_output_folder
 from devices import DeviceError, open_device, reuse_freed_cpu_memory
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import prepare_for_inference
@@ -83,7 +83,7 @@ def matte(args: argparse.Namespace) -> None:
         count = min(count, args.num_frames) if count > 0 else args.num_frames
     background = composite_background(args.composite_background, width, height, device)
     model = load_model(args, device)
-    make_output_folder(args.output_dir, '--output-dir')
+    check_output_folder(args.output_dir, '--output-dir')
     if args.output_format == 'video' and (width % 2 or height % 2):
         print(f'warning: the mp4 encoder needs an even width and height, so {width}x{height} frames are written as '
               f'{width // 2 * 2}x{height // 2 * 2} (the last column or row dropped); --output-format png keeps every '

@@ -27,7 +27,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 import metrics
-from atomic_file import OutputFolderError, atomic_write, make_output_folder
+from atomic_file import OutputFolderError, atomic_write, check_output_folder
 from data_path import DATASETS
 from dataset import DatasetError, make_dataset
 from devices import DeviceError, open_device, reuse_freed_cpu_memory
@@ -58,7 +58,9 @@ parser.add_argument('--num-workers', type=int, default=0, help='DataLoader worke
 parser.add_argument('--epoch-start', type=int, default=0,
                     help='first epoch (with a bare --model-last-checkpoint); steps count on from the epochs before it')
 parser.add_argument('--epoch-end', type=int, default=10, help='train until this epoch (exclusive)')
-parser.add_argument('--max-steps', type=int, default=None, help='stop after this many optimizer steps in total')
+parser.add_argument('--max-steps', type=int, default=None,
+                    help='stop at this step; steps count from the first epoch, so --epoch-start E starts at '
+                         'E x steps per epoch')
 parser.add_argument('--lr-backbone', type=float, default=1e-4, help='learning rate of the encoder')
 parser.add_argument('--lr-aspp', type=float, default=5e-4, help='learning rate of the ASPP')
 parser.add_argument('--lr-decoder', type=float, default=5e-4, help='learning rate of the decoder and ConvLSTMs')
@@ -111,8 +113,12 @@ def train(args: argparse.Namespace) -> None:
                            f'fewer than --batch-size {args.batch_size}: lower --batch-size')
 
     if rank == 0:  # here, not at the first save: an unwritable folder must not cost a run's first thousand steps
-        make_output_folder(checkpoint_dir, '--checkpoint-dir')
-        make_output_folder(log_dir, '--log-dir')
+        check_output_folder(checkpoint_dir, '--checkpoint-dir')
+        check_output_folder(log_dir, '--log-dir')
+    if args.keep_checkpoints and not args.resume and checkpoints_oldest_first(checkpoint_dir):
+        sys.exit(f'error: --checkpoint-dir {checkpoint_dir} holds checkpoints of an earlier run, which '
+                 f'--keep-checkpoints would keep in place of this run\'s: pass --resume to continue that run, or '
+                 f'choose another --checkpoint-dir')
 
     torch.manual_seed(args.seed)
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm).to(device)
@@ -127,9 +133,11 @@ def train(args: argparse.Namespace) -> None:
     checkpoint_path = newest_checkpoint(checkpoint_dir) if args.resume else args.model_last_checkpoint
     if args.resume and checkpoint_path is None:
         print(f'--resume: no checkpoint in {checkpoint_dir}, starting from scratch')
+    continuing = False
     if checkpoint_path:
         checkpoint = read_checkpoint(checkpoint_path)
-        if 'optimizer' in checkpoint:
+        continuing = 'optimizer' in checkpoint
+        if continuing:
             load_checkpoint_weights(model, args.model_backbone, checkpoint, checkpoint_path)
             optimizer.load_state_dict(checkpoint['optimizer'])
             if checkpoint['scaler']:  # empty when saved without AMP; an enabled GradScaler then starts afresh
@@ -139,9 +147,12 @@ def train(args: argparse.Namespace) -> None:
             if rank == 0:
                 print(f'Continuing from {checkpoint_path}: epoch {epoch}, step {step}')
         else:  # a bare state dict, the original project's or BackgroundMattingV2's: loaded as the original loaded it
-            load_matching_tensors(model, args.model_backbone, checkpoint, f'--model-last-checkpoint {checkpoint_path}')
+            load_encoder_and_matching_tensors(model, args.model_backbone, checkpoint, checkpoint_path, rank == 0)
     elif args.model_pretrain_initialization:
-        initialise(model, args.model_backbone, args.model_pretrain_initialization)
+        initialise(model, args.model_backbone, args.model_pretrain_initialization, rank == 0)
+    if not continuing and reached(step, args.max_steps):
+        sys.exit(f'error: --max-steps {args.max_steps} counts all steps, and --epoch-start {args.epoch_start} starts '
+                 f'at step {step} ({batches_per_epoch} per epoch): give a larger --max-steps')
 
     if world_size > 1:
         if device.type == 'cuda':
@@ -253,6 +264,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if min(args.log_train_loss_interval, args.log_train_images_interval, args.checkpoint_interval) < 1:
         sys.exit('error: --log-train-loss-interval, --log-train-images-interval and --checkpoint-interval must be '
                  'at least 1')
+    if args.epoch_start < 0 or (args.max_steps is not None and args.max_steps < 1):
+        sys.exit('error: --epoch-start must be 0 or more and --max-steps at least 1')
 
 
 def setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
@@ -292,23 +305,41 @@ def make_grad_scaler(enabled: bool):
     return torch.cuda.amp.GradScaler(enabled=enabled)
 
 
-def initialise(model: MattingBase, backbone: str, source: str) -> None:
+def initialise(model: MattingBase, backbone: str, source: str, verbose: bool) -> None:
     """--model-pretrain-initialization: 'imagenet', or a checkpoint file (BackgroundMattingV2, DeepLabV3 or ours)."""
     if source == 'imagenet':
         load_imagenet_backbone(model, backbone)
         return
-    load_matching_tensors(model, backbone, read_checkpoint(source), f'--model-pretrain-initialization {source}')
+    load_matching_tensors(model, backbone, read_checkpoint(source), f'--model-pretrain-initialization {source}',
+                          verbose)
 
 
-def load_matching_tensors(model: MattingBase, backbone: str, checkpoint: dict, what: str) -> None:
-    """Copy the tensors of `checkpoint` that match the model by name and shape, printing how many. CheckpointError,
-    whose message starts with `what` (the flag and file), for another backbone's checkpoint or no matching tensor."""
+def load_encoder_and_matching_tensors(model: MattingBase, backbone: str, checkpoint: dict, path: str,
+                                      verbose: bool) -> None:
+    """A bare --model-last-checkpoint: the matching tensors, of which the whole encoder (backbone and ASPP) must be,
+    as in this project's, the original project's and BackgroundMattingV2's state dicts; CheckpointError otherwise."""
+    what = f'--model-last-checkpoint {path}'
+    report = load_matching_tensors(model, backbone, checkpoint, what, verbose)
+    loaded = set(report['loaded']) | set(report['source_channels'])
+    encoder = [name for name in model.state_dict() if name.startswith(('backbone.', 'aspp.'))]
+    missing = [name for name in encoder if name not in loaded]
+    if backbone_of(unwrap_state_dict(checkpoint)) is None or missing:
+        raise CheckpointError(f'{what} is not a checkpoint of this model or of BackgroundMattingV2 (its encoder lacks '
+                              f'{len(missing)} of {len(encoder)} tensors, e.g. {missing[:2]}); to load only the '
+                              f'tensors that match, pass it to --model-pretrain-initialization')
+
+
+def load_matching_tensors(model: MattingBase, backbone: str, checkpoint: dict, what: str, verbose: bool) -> dict:
+    """Copy the tensors of `checkpoint` that match the model by name and shape (printing how many if verbose) and
+    return load_matched_state_dict's report. CheckpointError, whose message starts with `what` (the flag and file),
+    for another backbone's checkpoint or no matching tensor."""
     found = backbone_of(unwrap_state_dict(checkpoint))
     if found is not None and found != backbone:
         raise CheckpointError(f'{what} was made with backbone {found}, but --model-backbone is {backbone}')
-    report = load_matched_state_dict(model, checkpoint)
+    report = load_matched_state_dict(model, checkpoint, print_stats=verbose)
     if not report['loaded']:
         raise CheckpointError(f'{what}: no tensor matches this model')
+    return report
 
 
 def unwrap(model: torch.nn.Module) -> MattingBase:

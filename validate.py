@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import metrics
-from atomic_file import OutputFolderError, atomic_write, make_output_folder
+from atomic_file import OutputFolderError, atomic_write, check_output_folder
 from data_path import DATASETS
 from devices import DeviceError, open_device, reuse_freed_cpu_memory
 from dataset import DatasetError, make_dataset
@@ -70,7 +70,7 @@ def main() -> None:
 def validate(args: argparse.Namespace) -> None:
     if args.seq_length < 1 or args.reset_state_every < 0 or args.num_workers < 0:
         sys.exit('error: --seq-length must be at least 1, --reset-state-every and --num-workers at least 0')
-    make_output_folder(args.output_path, '--output-path')
+    check_output_folder(args.output_path, '--output-path')
     device = open_device(args.device)
     reuse_freed_cpu_memory(device)
     dataset = make_dataset(args.dataset_name, 'valid', args.seq_length, args.resolution,

@@ -27,7 +27,7 @@ def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int
     if split not in SPLITS:
         raise DatasetError(f'unknown split {split!r}; use one of {", ".join(SPLITS)}')
     if resolution is not None and resolution < 1:
-        raise DatasetError(f'resolution {resolution}: use a crop size of 1 pixel or more')
+        raise DatasetError(f'--resolution {resolution}: use a crop size of 1 pixel or more')
     try:
         default_videomatte, default_backgrounds = dataset_paths(dataset_name)
     except ValueError as error:

@@ -142,7 +142,9 @@ def read_image(path: str, mode: str, cover: tuple[int, int] | None = None, reduc
             size = image.size if cover is None else covering_size(image.size, cover)
             if reduced_decoding and size != image.size:
                 image.draft(mode, size)
-            if image.mode.startswith('I'):  # 16-bit: Pillow's convert would clip every value above 255 to 255
+            # 16-bit (PNG mattes open as 'I;16' or, with some Pillow versions, 'I'): Pillow's convert would clip every
+            # value above 255 to 255. Other 32-bit images keep Pillow's conversion.
+            if image.mode.startswith('I;16') or (image.mode == 'I' and image.format == 'PNG'):
                 image = Image.fromarray((np.asarray(image, np.float32) / 257).round().clip(0, 255).astype(np.uint8))
             if image.mode != mode:
                 image = image.convert(mode)

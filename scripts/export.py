@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from atomic_file import OutputFolderError, atomic_write, make_output_folder  # noqa: E402
+from atomic_file import OutputFolderError, atomic_write, check_output_folder  # noqa: E402
 from model import BACKBONES, MattingBase  # noqa: E402
 from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint  # noqa: E402
 
@@ -98,7 +98,7 @@ def export_model(args: argparse.Namespace) -> None:
     if min(height, width) < 32 or args.seq_length < 1:
         raise ExportError('--resolution must be at least 32 and --seq-length at least 1')
     try:
-        make_output_folder(os.path.dirname(os.path.abspath(args.output)), '--output')
+        check_output_folder(os.path.dirname(os.path.abspath(args.output)), '--output')
     except OutputFolderError:
         raise ExportError(f'--output {args.output}: its folder cannot be created or written; choose another place') \
             from None

@@ -19,7 +19,7 @@ import cv2
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from atomic_file import OutputFolderError, make_output_folder  # noqa: E402
+from atomic_file import OutputFolderError, check_output_folder  # noqa: E402
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.avi', '.mkv', '.webm')
 SPLIT_NAMES = {'test': 'valid'}
@@ -43,7 +43,7 @@ def main() -> None:
         raise SystemExit('error: --quality must be within 1..100 and --workers at least 1')
     try:
         tasks = find_clips(args.source, args.destination)
-        make_output_folder(args.destination, 'DESTINATION')
+        check_output_folder(args.destination, 'DESTINATION')
     except (ExtractError, OutputFolderError) as error:
         raise SystemExit(f'error: {error}')
     extracted = 0

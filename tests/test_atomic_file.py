@@ -1,10 +1,10 @@
-"""atomic_file: atomic_write's file appears complete or not at all, with ordinary permissions; make_output_folder."""
+"""atomic_file: atomic_write's file appears complete or not at all, with ordinary permissions; check_output_folder."""
 import os
 import stat
 
 import pytest
 
-from atomic_file import OutputFolderError, atomic_write, make_output_folder
+from atomic_file import OutputFolderError, atomic_write, check_output_folder
 
 
 def test_written_file_replaces_the_old_one_with_umask_permissions(tmp_path):
@@ -36,17 +36,24 @@ def test_folder_in_the_way_is_named(tmp_path):
             pass
 
 
-def test_output_folder_is_created_with_its_parents(tmp_path):
+def test_output_folder_check_creates_nothing(tmp_path):
     folder = tmp_path / 'runs' / 'a'
-    make_output_folder(str(folder), '--output-dir')
-    assert folder.is_dir() and os.listdir(folder) == []
+    check_output_folder(str(folder), '--output-dir')
+    assert os.listdir(tmp_path) == []
 
 
 def test_output_folder_blocked_by_a_file_names_the_flag(tmp_path):
     taken = tmp_path / 'taken'
     taken.write_text('kept')
     with pytest.raises(OutputFolderError, match=f'--output-path {taken} is a file: choose a folder'):
-        make_output_folder(str(taken), '--output-path')
-    with pytest.raises(OutputFolderError, match=f'--log-dir {taken / "log"}: cannot write there .*; choose a writable'):
-        make_output_folder(str(taken / 'log'), '--log-dir')
+        check_output_folder(str(taken), '--output-path')
+    with pytest.raises(OutputFolderError, match=f'--log-dir {taken / "log" / "run"}: {taken} is a file, so the folder '
+                                                f'cannot be made there'):
+        check_output_folder(str(taken / 'log' / 'run'), '--log-dir')
     assert taken.read_text() == 'kept'
+
+
+def test_output_folder_in_a_folder_without_write_permission(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, 'access', lambda path, mode: False)  # as for a user without write permission on tmp_path
+    with pytest.raises(OutputFolderError, match=f'--output-dir {tmp_path / "out"}: {tmp_path} is not writable'):
+        check_output_folder(str(tmp_path / 'out'), '--output-dir')

@@ -241,6 +241,9 @@ def test_16_bit_mattes_are_scaled_to_8_bits(tmp_path):
     matte = read_image(path, 'L')
     assert matte.dtype == torch.uint8 and matte.shape == (1, 16, 24)
     assert (matte[0].int() - torch.from_numpy(ramp / 257).round().int()).abs().max() <= 0, 'scaled, not clipped'
+    tiff = str(tmp_path / 'matte.tif')
+    Image.fromarray(np.array([[0, 128, 255]], np.int32)).save(tiff)
+    assert read_image(tiff, 'L')[0].tolist() == [[0, 128, 255]], 'a 32-bit image holding 0..255 is not divided'
 
 
 def test_background_folder_without_images(tmp_path):
@@ -259,5 +262,5 @@ def test_bad_background_index_and_sequence_length(tmp_path):
 
 @pytest.mark.parametrize('resolution', [0, -8])
 def test_crop_size_below_one_pixel(tiny_synthetic, resolution):
-    with pytest.raises(DatasetError, match=f'resolution {resolution}: use a crop size of 1 pixel or more'):
+    with pytest.raises(DatasetError, match=f'--resolution {resolution}: use a crop size of 1 pixel or more'):
         make_dataset('synthetic', 'train', 2, resolution, videomatte_root=tiny_synthetic)

@@ -109,9 +109,10 @@ def test_an_exporter_failure_is_one_line_naming_the_opset(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_a_mismatch_writes_nothing(tmp_path):
-    output = tmp_path / 'model.pt'
+def test_a_mismatch_writes_nothing(tmp_path, capsys):
+    output = tmp_path / 'new' / 'model.pt'
     message = export_error('--model-backbone', 'mobilenetv2', '--format', 'torchscript', '--output', str(output),
-                           '--resolution', '32', '48', '--tolerance', '-1')
+                           '--resolution', '32', '--tolerance', '-1')
     assert 'differs from PyTorch' in message and 'nothing written' in message
+    assert 'batch 1 at 32x32' in capsys.readouterr().out, 'one --resolution number traces square frames'
     assert os.listdir(tmp_path) == []

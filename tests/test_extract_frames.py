@@ -110,4 +110,4 @@ def test_source_without_videos_and_unwritable_destination(generated, tmp_path):
     blocker.write_text('')
     result = extract(os.path.join(generated, 'videos'), blocker / 'frames')
     assert result.returncode == 1
-    assert last_line(result).startswith(f'error: DESTINATION {blocker}/frames: cannot write there')
+    assert last_line(result).startswith(f'error: DESTINATION {blocker}/frames: {blocker} is a file')

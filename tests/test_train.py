@@ -201,16 +201,38 @@ def test_unwritable_checkpoint_folder_fails_before_training(tiny_synthetic, tmp_
     result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
                                                 '--checkpoint-dir', str(blocker / 'checkpoint')))
     assert result.returncode != 0 and 'Traceback' not in result.stderr
-    assert f'--checkpoint-dir {blocker / "checkpoint"}: cannot write there' in result.stderr
+    assert f'--checkpoint-dir {blocker / "checkpoint"}: {blocker} is a file' in result.stderr
     assert 'epoch 0' not in result.stderr, 'no training step ran'
 
 
 def test_newest_checkpoint_is_ordered_by_epoch_then_step(tmp_path):
-    for name in ('epoch-0-iter-3.pth', 'epoch-1-iter-2.pth', 'epoch-1-iter-10.pth', 'notes.pth'):
+    for name in ('epoch-0-iter-30.pth', 'epoch-1-iter-2.pth', 'epoch-1-iter-5.pth', 'notes.pth'):
         (tmp_path / name).write_bytes(b'')
-    assert newest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch-1-iter-10.pth')
+    assert newest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch-1-iter-5.pth')
     remove_old_checkpoints(str(tmp_path), 2)
-    assert sorted(os.listdir(tmp_path)) == ['epoch-1-iter-10.pth', 'epoch-1-iter-2.pth', 'notes.pth']
+    assert sorted(os.listdir(tmp_path)) == ['epoch-1-iter-2.pth', 'epoch-1-iter-5.pth', 'notes.pth']
+
+
+def test_steps_count_on_from_epoch_start(tiny_synthetic, tmp_path):
+    per_epoch = len(make_dataset('synthetic', 'train', 3, 64, videomatte_root=tiny_synthetic)) // 2
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--epoch-start', '1', '--max-steps',
+                                                str(per_epoch + 1), '--log-valid-interval', '0'))
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path / 'checkpoint') == [f'epoch-1-iter-{per_epoch + 1}.pth']
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path / 'short'), '--epoch-start', '1',
+                                                '--max-steps', str(per_epoch)))
+    assert result.returncode != 0 and 'Traceback' not in result.stderr
+    assert f'--epoch-start 1 starts at step {per_epoch} ({per_epoch} per epoch): give a larger --max-steps' \
+        in result.stderr
+
+
+def test_keep_checkpoints_refuses_a_folder_of_another_run(tiny_synthetic, tmp_path):
+    (tmp_path / 'checkpoint').mkdir()
+    (tmp_path / 'checkpoint' / 'epoch-9-iter-900.pth').write_bytes(b'')
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
+                                                '--keep-checkpoints', '1'))
+    assert result.returncode != 0 and 'holds checkpoints of an earlier run' in result.stderr
+    assert os.listdir(tmp_path / 'checkpoint') == ['epoch-9-iter-900.pth']
 
 
 def test_last_checkpoint_without_convlstm_tensors_loads_what_matches(tiny_synthetic, tmp_path):
@@ -223,3 +245,15 @@ def test_last_checkpoint_without_convlstm_tensors_loads_what_matches(tiny_synthe
     assert result.returncode == 0, result.stderr
     matched = sum('convlstm' not in name for name in own)
     assert f'Loaded {matched}/{len(own)} tensors' in result.stdout and matched < len(own)
+
+
+def test_last_checkpoint_without_the_whole_encoder_is_refused(tiny_synthetic, tmp_path):
+    own = MattingBase('mobilenetv2').state_dict()
+    path = tmp_path / 'decoder_only.pth'
+    torch.save({name: tensor for name, tensor in own.items() if not name.startswith('aspp.')}, path)
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
+                                                '--model-last-checkpoint', str(path)))
+    assert result.returncode != 0 and 'Traceback' not in result.stderr
+    assert f'--model-last-checkpoint {path} is not a checkpoint of this model' in result.stderr
+    assert 'pass it to --model-pretrain-initialization' in result.stderr
+    assert not (tmp_path / 'checkpoint').exists(), 'nothing created'
