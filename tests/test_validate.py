@@ -74,7 +74,7 @@ def test_missing_checkpoint_and_background_id(tiny_synthetic, trained_checkpoint
     result = run_script('validate.py', *validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path / 'out'),
                                                       '--background-image-id', '7'))
     assert result.returncode != 0 and 'background_image_id 7' in result.stderr
-    assert not (tmp_path / 'out' / 'metrics.json').exists()
+    assert not (tmp_path / 'out').exists(), 'a failed run leaves no output folder'
 
 
 def test_bad_sequence_flags(tiny_synthetic, trained_checkpoint, tmp_path):
