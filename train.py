@@ -112,9 +112,10 @@ def train(args: argparse.Namespace) -> None:
         raise DatasetError(f'the {args.dataset_name} training split has {len(dataset)} sequences per process, '
                            f'fewer than --batch-size {args.batch_size}: lower --batch-size')
 
-    if rank == 0:  # here, not at the first save: an unwritable folder must not cost a run's first thousand steps
-        check_output_folder(checkpoint_dir, '--checkpoint-dir')
-        check_output_folder(log_dir, '--log-dir')
+    # Here, not at the first save: an unwritable folder must not cost a run's first thousand steps. Every rank checks,
+    # so that under torchrun all of them stop alike.
+    check_output_folder(checkpoint_dir, '--checkpoint-dir')
+    check_output_folder(log_dir, '--log-dir')
     if args.keep_checkpoints and not args.resume and checkpoints_oldest_first(checkpoint_dir):
         sys.exit(f'error: --checkpoint-dir {checkpoint_dir} holds checkpoints of an earlier run, which '
                  f'--keep-checkpoints would keep in place of this run\'s: pass --resume to continue that run, or '
