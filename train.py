@@ -321,10 +321,11 @@ def load_encoder_and_matching_tensors(model: MattingBase, backbone: str, checkpo
     as in this project's, the original project's and BackgroundMattingV2's state dicts; CheckpointError otherwise."""
     what = f'--model-last-checkpoint {path}'
     report = load_matching_tensors(model, backbone, checkpoint, what, verbose)
+    # A whole encoder implies backbone_of found this backbone: its identifying tensors are among those loaded.
     loaded = set(report['loaded']) | set(report['source_channels'])
     encoder = [name for name in model.state_dict() if name.startswith(('backbone.', 'aspp.'))]
     missing = [name for name in encoder if name not in loaded]
-    if backbone_of(unwrap_state_dict(checkpoint)) is None or missing:
+    if missing:
         raise CheckpointError(f'{what} is not a checkpoint of this model or of BackgroundMattingV2 (its encoder lacks '
                               f'{len(missing)} of {len(encoder)} tensors, e.g. {missing[:2]}); to load only the '
                               f'tensors that match, pass it to --model-pretrain-initialization')
