@@ -4,19 +4,16 @@
     videomatte240k         VIDEOMATTE240K_PATH          data/VideoMatte240K
     videomatte8k           VIDEOMATTE8K_PATH            data/VideoMatte8K
     backgrounds            BACKGROUNDS_PATH             data/Backgrounds
-    synthetic              SYNTHETIC_PATH               data/synthetic
-    synthetic-camouflage   SYNTHETIC_CAMOUFLAGE_PATH    data/synthetic-camouflage
 
-A VideoMatte path holds <split>/fgr/<clip>/<frame>.jpg and <split>/pha/<clip>/<frame>.jpg (SPEC section 4,
-as scripts/extract_frames.py writes it); the backgrounds path holds <split>/*.jpg. The built-in synthetic
-datasets (python -m dataset.synthetic) keep their backgrounds inside, in <root>/backgrounds/<split>/.
+A VideoMatte path holds <split>/fgr/<clip>/<frame>.jpg and <split>/pha/<clip>/<frame>.jpg (README's Data
+section, as scripts/extract_frames.py writes it); the backgrounds path holds <split>/*.jpg. The built-in
+synthetic datasets (SYNTHETIC_STYLES) live nowhere: they are drawn in memory (dataset/synthetic.py).
 A relative path in an environment variable is taken from the current directory.
 """
 import os
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-SYNTHETIC_STYLES = {'synthetic': 'plain', 'synthetic-camouflage': 'camouflage'}
-SYNTHETIC_BACKGROUNDS = 'backgrounds'
+SYNTHETIC_STYLES = {'synthetic': 'plain', 'synthetic-camouflage': 'camouflage'}  # dataset name -> style
 
 
 def _path(name: str, default: str) -> str:
@@ -30,17 +27,12 @@ DATA_PATH = {
     'videomatte240k': _path('videomatte240k', 'data/VideoMatte240K'),
     'videomatte8k': _path('videomatte8k', 'data/VideoMatte8K'),
     'backgrounds': _path('backgrounds', 'data/Backgrounds'),
-    'synthetic': _path('synthetic', 'data/synthetic'),
-    'synthetic-camouflage': _path('synthetic-camouflage', 'data/synthetic-camouflage'),
 }
-DATASETS = [name for name in DATA_PATH if name != 'backgrounds']
+DATASETS = [name for name in DATA_PATH if name != 'backgrounds'] + list(SYNTHETIC_STYLES)
 
 
 def dataset_paths(dataset_name: str) -> tuple[str, str]:
-    """(videomatte_root, backgrounds_root) of a dataset name; ValueError naming the known ones if unknown."""
-    if dataset_name not in DATASETS:
+    """(videomatte_root, backgrounds_root) of a dataset on disk; ValueError naming the known ones if unknown."""
+    if dataset_name not in DATA_PATH or dataset_name == 'backgrounds':
         raise ValueError(f'unknown dataset {dataset_name!r}; use one of {", ".join(DATASETS)}')
-    root = DATA_PATH[dataset_name]
-    if dataset_name in SYNTHETIC_STYLES:
-        return root, os.path.join(root, SYNTHETIC_BACKGROUNDS)
-    return root, DATA_PATH['backgrounds']
+    return DATA_PATH[dataset_name], DATA_PATH['backgrounds']

@@ -61,3 +61,17 @@ def device_name(device: torch.device | str = 'cpu') -> str:
         with open('/proc/cpuinfo') as cpuinfo:
             model = next((line.split(':', 1)[1].strip() for line in cpuinfo if line.startswith('model name')), model)
     return f'{model}, {os.cpu_count()} cores'
+
+
+def low_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of mixed precision on `device`: float16 on CUDA; bfloat16 on a CPU whose oneDNN has
+    bfloat16 instructions (avx512_bf16 or AMX); None on a CPU without them, where bfloat16 is emulated and slower."""
+    if device.type == 'cuda':
+        return torch.float16
+    if device.type != 'cpu':
+        return None
+    try:
+        supported = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        supported = False
+    return torch.bfloat16 if supported else None

@@ -9,17 +9,16 @@ Checkpoints go to --checkpoint-dir, TensorBoard logs to --log-dir. Ctrl-C saves 
 """
 import argparse
 import glob
+import math
 import os
 import random
 import re
 import signal
 import sys
 
-import kornia
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
@@ -30,7 +29,8 @@ import metrics
 from atomic_file import OutputFolderError, atomic_write, check_output_folder
 from data_path import DATASETS
 from dataset import DatasetError, make_dataset
-from devices import DeviceError, open_device, reuse_freed_cpu_memory
+from devices import DeviceError, device_name, low_precision_dtype, open_device, reuse_freed_cpu_memory
+from loss import matting_loss
 from model import BACKBONES, MattingBase
 from model.utils import (CheckpointError, backbone_of, load_checkpoint_weights, load_imagenet_backbone,
                          load_matched_state_dict, read_checkpoint, unwrap_state_dict)
@@ -64,11 +64,24 @@ parser.add_argument('--max-steps', type=int, default=None,
 parser.add_argument('--lr-backbone', type=float, default=1e-4, help='learning rate of the encoder')
 parser.add_argument('--lr-aspp', type=float, default=5e-4, help='learning rate of the ASPP')
 parser.add_argument('--lr-decoder', type=float, default=5e-4, help='learning rate of the decoder and ConvLSTMs')
+parser.add_argument('--lr-schedule', default='constant', choices=('constant', 'cosine'),
+                    help='learning-rate schedule after the warm-up: constant (the original), or cosine decay to 0 at '
+                         '--max-steps (else at the end of --epoch-end)')
+parser.add_argument('--warmup-steps', type=int, default=0,
+                    help='steps over which the learning rates rise linearly from 0 (default 0: none)')
+parser.add_argument('--grad-clip', type=float, default=0,
+                    help='clip the gradients\' global L2 norm to this value (default 0: no clipping)')
 parser.add_argument('--seed', type=int, default=0, help='seed of initialisation, data order and augmentation')
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                     help='torch device (default: cuda when present); under torchrun each process uses its local GPU')
 parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
                     help='mixed precision: fp16 with a GradScaler on CUDA, bf16 on CPU (default: on with CUDA)')
+parser.add_argument('--camouflage-strength', type=float, nargs=2, default=(1.0, 1.0), metavar=('LOW', 'HIGH'),
+                    help='synthetic-camouflage: each training clip\'s camouflage strength is drawn from LOW..HIGH '
+                         '(1, the default: the figure and the still decoys are all background texture; 0: they are '
+                         'plain figures, and only motion tells which one is the person); validation clips have 1')
+parser.add_argument('--synthetic-clips', type=int, default=None,
+                    help='clips of the synthetic valid split used by --log-valid-interval (default: all 32)')
 parser.add_argument('--checkpoint-dir', default=None, help='default: checkpoint/<model-name>')
 parser.add_argument('--log-dir', default=None, help='TensorBoard folder, default: log/<model-name>')
 parser.add_argument('--resume', action='store_true', help='continue from the newest checkpoint in --checkpoint-dir')
@@ -97,16 +110,21 @@ def train(args: argparse.Namespace) -> None:
     rank, world_size, device = setup_distributed(args.device)
     reuse_freed_cpu_memory(device)
     use_amp = args.amp if args.amp is not None else device.type == 'cuda'
-    amp_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    amp_dtype = low_precision_dtype(device)
+    if use_amp and amp_dtype is None:
+        raise DeviceError(f'--amp: {device_name(device)} has no bfloat16 instructions (oneDNN reports none), so mixed '
+                          f'precision would be slower: drop --amp')
     checkpoint_dir = args.checkpoint_dir or os.path.join('checkpoint', args.model_name)
     log_dir = args.log_dir or os.path.join('log', args.model_name)
 
     dataset = make_dataset(args.dataset_name, 'train', args.seq_length, args.resolution, seed=args.seed,
-                           videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root)
+                           videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root,
+                           camouflage_strength=tuple(args.camouflage_strength))
     valid_dataset = None
     if args.log_valid_interval:
         valid_dataset = make_dataset(args.dataset_name, 'valid', args.seq_length, args.resolution, seed=args.seed,
-                                     videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root)
+                                     videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root,
+                                     synthetic_clips=args.synthetic_clips)
     batches_per_epoch = len(epoch_indices(len(dataset), 0, args.seed, rank, world_size)) // args.batch_size
     if batches_per_epoch == 0:
         raise DatasetError(f'the {args.dataset_name} training split has {len(dataset)} sequences per process, '
@@ -124,10 +142,11 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm).to(device)
     optimizer = torch.optim.AdamW([
-        {'params': model.backbone.parameters(), 'lr': args.lr_backbone},
-        {'params': model.aspp.parameters(), 'lr': args.lr_aspp},
-        {'params': model.decoder.parameters(), 'lr': args.lr_decoder},
+        {'params': model.backbone.parameters(), 'lr': args.lr_backbone, 'base_lr': args.lr_backbone},
+        {'params': model.aspp.parameters(), 'lr': args.lr_aspp, 'base_lr': args.lr_aspp},
+        {'params': model.decoder.parameters(), 'lr': args.lr_decoder, 'base_lr': args.lr_decoder},
     ])
+    total_steps = args.max_steps or args.epoch_end * batches_per_epoch
     scaler = make_grad_scaler(enabled=use_amp and device.type == 'cuda')
     epoch, step, batch_in_epoch = args.epoch_start, args.epoch_start * batches_per_epoch, 0
 
@@ -141,6 +160,8 @@ def train(args: argparse.Namespace) -> None:
         if continuing:
             load_checkpoint_weights(model, args.model_backbone, checkpoint, checkpoint_path)
             optimizer.load_state_dict(checkpoint['optimizer'])
+            for group in optimizer.param_groups:  # checkpoints from before the schedule flags trained at a constant rate
+                group.setdefault('base_lr', group['lr'])
             if checkpoint['scaler']:  # empty when saved without AMP; an enabled GradScaler then starts afresh
                 scaler.load_state_dict(checkpoint['scaler'])
             epoch, step, batch_in_epoch = checkpoint['epoch'], checkpoint['step'], checkpoint['batch_in_epoch']
@@ -199,6 +220,11 @@ def train(args: argparse.Namespace) -> None:
                                  f"(epoch {epoch}): no checkpoint written; lower the learning rates or try --no-amp")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses['total']).backward()
+            if args.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            for group in optimizer.param_groups:
+                group['lr'] = group['base_lr'] * lr_factor(step, args.warmup_steps, total_steps, args.lr_schedule)
             scaler.step(optimizer)
             scaler.update()
             step += 1
@@ -235,23 +261,15 @@ def train(args: argparse.Namespace) -> None:
         dist.destroy_process_group()
 
 
-def matting_loss(pred_pha: torch.Tensor, pred_fgr: torch.Tensor, pred_err: torch.Tensor,
-                 true_pha: torch.Tensor, true_fgr: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The original report's loss. pha/err (B, T, 1, H, W), fgr (B, T, 3, H, W), all in 0..1, fp32.
-
-    L1 on alpha, L1 on the Sobel gradients of alpha, L1 on the foreground where the true alpha > 0, and L2 of the
-    predicted error against the actual |alpha error| (detached: the error head learns to predict it, it does not
-    push the alpha). Each term is a mean over all frames; 'total' is their sum.
-    """
-    foreground = (true_pha > 0).to(true_fgr.dtype)
-    losses = {
-        'pha_l1': F.l1_loss(pred_pha, true_pha),
-        'pha_sobel': F.l1_loss(kornia.filters.sobel(pred_pha.flatten(0, 1)), kornia.filters.sobel(true_pha.flatten(0, 1))),
-        'fgr_l1': F.l1_loss(pred_fgr * foreground, true_fgr * foreground),
-        'err_l2': F.mse_loss(pred_err, (pred_pha - true_pha).abs().detach()),
-    }
-    losses['total'] = sum(losses.values())
-    return losses
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """The factor of each base learning rate for the update that ends step `step` + 1 (steps count from 0): a
+    linear warm-up over warmup_steps, then 1 ('constant') or a cosine from 1 to 0 at total_steps ('cosine')."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == 'constant':
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -265,6 +283,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if min(args.log_train_loss_interval, args.log_train_images_interval, args.checkpoint_interval) < 1:
         sys.exit('error: --log-train-loss-interval, --log-train-images-interval and --checkpoint-interval must be '
                  'at least 1')
+    if args.warmup_steps < 0 or args.grad_clip < 0 or (args.synthetic_clips or 1) < 1:
+        sys.exit('error: --warmup-steps and --grad-clip must be 0 or more, --synthetic-clips at least 1')
     if args.epoch_start < 0 or (args.max_steps is not None and args.max_steps < 1):
         sys.exit('error: --epoch-start must be 0 or more and --max-steps at least 1')
 

@@ -1,7 +1,7 @@
 """Validate a checkpoint: MAD, MSE, Grad, Conn and dtSSD per frame, per clip and overall.
 
-Every validation clip runs in order, in chunks of --seq-length frames, the ConvLSTM state carried from chunk to
-chunk within a clip (or reset every --reset-state-every frames) and reset between clips. Writes
+Every clip of the split (valid by default) runs in order, in chunks of --seq-length frames, the ConvLSTM state
+carried from chunk to chunk within a clip (or reset every --reset-state-every frames) and reset between clips. Writes
 <output-path>/metrics.json and metrics.csv, and with --save-images / --save-states per clip:
     <output-path>/<clip>/{pred_pha, true_pha, pred_err, true_src, pred_com}/<frame>.png
     <output-path>/<clip>/state_h_<channel>/<frame>.png and state_c_<channel>/<frame>.png
@@ -30,7 +30,14 @@ from model import BACKBONES, MattingBase
 from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument('--dataset-name', required=True, choices=DATASETS, help='dataset whose valid split to use')
+parser.add_argument('--dataset-name', required=True, choices=DATASETS, help='dataset to validate on')
+parser.add_argument('--split', default='valid', choices=('valid', 'test'),
+                    help='valid (for choosing settings), or test (held out: for final numbers only)')
+parser.add_argument('--synthetic-clips', type=int, default=None,
+                    help='clips of the synthetic split to use (default: all 32, of 40 frames each)')
+parser.add_argument('--camouflage-strength', type=float, default=1.0,
+                    help='synthetic-camouflage: how much of the figures\' plain appearance the texture hides, 0..1 '
+                         '(default 1: all of it)')
 parser.add_argument('--videomatte-root', help='override the dataset folder of data_path.py')
 parser.add_argument('--backgrounds-root', help='override the background image folder of data_path.py')
 parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder of the checkpoint')
@@ -42,7 +49,8 @@ parser.add_argument('--reset-state-every', type=int, default=0,
                     help='reset the ConvLSTM state every N frames of a clip; 0 carries it through the whole clip')
 parser.add_argument('--resolution', type=int, default=None,
                     help='resize frames so the shorter side is this many pixels and centre-crop them square '
-                         '(default: frames at their own size)')
+                         '(default: frames at their own size; the synthetic datasets draw them at this size, 128 '
+                         'by default)')
 parser.add_argument('--background-image-id', type=int, default=None,
                     help='composite every clip onto this background image (index into the sorted valid backgrounds)')
 parser.add_argument('--num-workers', type=int, default=0, help='DataLoader worker processes')
@@ -68,14 +76,16 @@ def main() -> None:
 
 
 def validate(args: argparse.Namespace) -> None:
-    if args.seq_length < 1 or args.reset_state_every < 0 or args.num_workers < 0:
-        sys.exit('error: --seq-length must be at least 1, --reset-state-every and --num-workers at least 0')
+    if args.seq_length < 1 or args.reset_state_every < 0 or args.num_workers < 0 or (args.synthetic_clips or 1) < 1:
+        sys.exit('error: --seq-length and --synthetic-clips must be at least 1, --reset-state-every and --num-workers '
+                 'at least 0')
     check_output_folder(args.output_path, '--output-path')
     device = open_device(args.device)
     reuse_freed_cpu_memory(device)
-    dataset = make_dataset(args.dataset_name, 'valid', args.seq_length, args.resolution,
-                           background_image_id=args.background_image_id,
-                           videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root)
+    dataset = make_dataset(args.dataset_name, args.split, args.seq_length, args.resolution,
+                           background_image_id=args.background_image_id, videomatte_root=args.videomatte_root,
+                           backgrounds_root=args.backgrounds_root, synthetic_clips=args.synthetic_clips,
+                           camouflage_strength=(args.camouflage_strength, args.camouflage_strength))
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
     load_checkpoint_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), args.model_checkpoint)
     model = model.eval().to(device)

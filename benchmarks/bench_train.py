@@ -1,7 +1,16 @@
 """Training speed per backbone: frames/s of forward, loss, backward and optimizer step, as train.py does them
 (on the CPU with its allocator setting, devices.reuse_freed_cpu_memory).
 
-Prints one JSON object. Example: python benchmarks/bench_train.py --backbones mobilenetv2 --runs 3
+Every variant named in --variants is timed in this one process, under the same threads and allocator setting, so
+their ratios to 'fp32' (the plain eager model: the original project's architecture and precision) are fair:
+    fp32            eager, float32
+    bf16            autocast to bfloat16 (CPU, where oneDNN has bf16 instructions) or float16 with a GradScaler (CUDA)
+    bf16-cl         bf16, model and input in channels_last memory layout
+    fp32-compile    torch.compile of the model (default inductor backend), float32
+    bf16-compile    torch.compile with bf16 autocast
+
+Prints one JSON object. Example: python benchmarks/bench_train.py --backbones mobilenetv2 --resolution 64 \
+    --batch-size 2 --variants fp32 bf16 --runs 5
 """
 import argparse
 import json
@@ -10,19 +19,22 @@ import sys
 import torch
 
 from common import median_seconds
-from devices import DeviceError, device_name, open_device, reuse_freed_cpu_memory
+from devices import DeviceError, device_name, low_precision_dtype, open_device, reuse_freed_cpu_memory
+from loss import matting_loss
 from model import BACKBONES, MattingBase
-from train import make_grad_scaler, matting_loss
+from train import make_grad_scaler
+
+VARIANTS = ('fp32', 'bf16', 'bf16-cl', 'fp32-compile', 'bf16-compile')
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--backbones', nargs='+', default=list(BACKBONES), choices=BACKBONES, help='backbones to time')
 parser.add_argument('--resolution', type=int, default=224, help='square training crop in pixels')
 parser.add_argument('--batch-size', type=int, default=4, help='sequences per step')
 parser.add_argument('--seq-length', type=int, default=8, help='frames per sequence')
-parser.add_argument('--runs', type=int, default=3, help='timed steps after one warm-up step; the median is reported')
+parser.add_argument('--runs', type=int, default=3, help='timed steps after the warm-up steps; the median is reported')
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='torch device')
-parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
-                    help='fp16 autocast with a GradScaler (default: on with CUDA)')
+parser.add_argument('--variants', nargs='+', default=['fp32', 'bf16'], choices=VARIANTS,
+                    help='what to time (see above); the first is the baseline of the ratios')
 
 
 def main() -> None:
@@ -32,7 +44,8 @@ def main() -> None:
     except DeviceError as error:
         sys.exit(f'error: {error}')
     reuse_freed_cpu_memory(device)
-    use_amp = args.amp if args.amp is not None else device.type == 'cuda'
+    if any(variant.startswith('bf16') for variant in args.variants) and low_precision_dtype(device) is None:
+        sys.exit(f'error: {device_name(device)} has no bfloat16 instructions: drop the bf16 variants')
     shape = (args.batch_size, args.seq_length)
     size = (args.resolution, args.resolution)
     true_fgr, true_bgr = torch.rand(*shape, 3, *size, device=device), torch.rand(*shape, 3, *size, device=device)
@@ -40,27 +53,44 @@ def main() -> None:
     true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
     results = {}
     for backbone in args.backbones:
-        model = MattingBase(backbone).train().to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        scaler = make_grad_scaler(enabled=use_amp and device.type == 'cuda')
-
-        def step() -> None:
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp and device.type == 'cuda'):
-                pred_pha, pred_fgr, pred_err, _, _ = model(true_src)
-            loss = matting_loss(pred_pha.float(), pred_fgr.float(), pred_err.float(), true_pha, true_fgr)['total']
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-        seconds = median_seconds(step, runs=args.runs, device=device)
-        results[backbone] = {'frames_per_second': round(args.batch_size * args.seq_length / seconds, 3),
-                             'seconds_per_step': round(seconds, 4)}
+        results[backbone] = {}
+        for variant in args.variants:
+            seconds = time_variant(backbone, variant, device, true_src, true_pha, true_fgr, args.runs)
+            results[backbone][variant] = {'frames_per_second': round(args.batch_size * args.seq_length / seconds, 3),
+                                          'seconds_per_step': round(seconds, 4)}
+        baseline = results[backbone][args.variants[0]]['seconds_per_step']
+        for variant in args.variants:
+            results[backbone][variant]['speedup'] = round(baseline / results[backbone][variant]['seconds_per_step'], 3)
     print(json.dumps({
         'benchmark': 'train', 'device': device_name(device), 'torch': torch.__version__,
         'settings': {'resolution': args.resolution, 'batch_size': args.batch_size, 'seq_length': args.seq_length,
-                     'runs': args.runs, 'amp': use_amp, 'threads': torch.get_num_threads()},
+                     'runs': args.runs, 'threads': torch.get_num_threads(), 'baseline': args.variants[0]},
         'results': results}, indent=2))
+
+
+def time_variant(backbone: str, variant: str, device: torch.device, true_src: torch.Tensor, true_pha: torch.Tensor,
+                 true_fgr: torch.Tensor, runs: int) -> float:
+    """Median seconds of one training step of `variant` (see the module docstring), from the same initial weights."""
+    torch.manual_seed(0)
+    model = MattingBase(backbone).train().to(device)
+    low_precision = low_precision_dtype(device) if variant.startswith('bf16') else None
+    if variant.endswith('-cl'):
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if variant.endswith('-compile') else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = make_grad_scaler(enabled=low_precision == torch.float16)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=low_precision or torch.float32, enabled=low_precision is not None):
+            pred_pha, pred_fgr, pred_err, _, _ = forward(true_src)
+        loss = matting_loss(pred_pha.float(), pred_fgr.float(), pred_err.float(), true_pha, true_fgr)['total']
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    # compile traces on its first calls: two warm-up steps cover the trace and the first recompilation, if any
+    return median_seconds(step, warmup=2, runs=runs, device=device)
 
 
 if __name__ == '__main__':

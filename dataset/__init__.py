@@ -1,26 +1,29 @@
 """Datasets by name: make_dataset() is what train.py and validate.py use."""
 import os
-import sys
 
-from data_path import SYNTHETIC_BACKGROUNDS, SYNTHETIC_STYLES, dataset_paths
+from data_path import SYNTHETIC_STYLES, dataset_paths
 
 from .augmentation import TrainFrameSampler, ValidFrameSampler, train_augmentation, valid_augmentation
 from .video_matte import DatasetError, VideoMatte240KDataset
 
-SPLITS = ('train', 'valid')
+SPLITS = ('train', 'valid', 'test')
 
 
 def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int | None, seed: int = 0,
                  background_image_id: int | None = None, videomatte_root: str | None = None,
-                 backgrounds_root: str | None = None, reduced_decoding: bool = True) -> VideoMatte240KDataset:
-    """The `split` ('train' or 'valid') of a dataset named in data_path.DATA_PATH.
+                 backgrounds_root: str | None = None, reduced_decoding: bool = True, synthetic_clips: int | None = None,
+                 synthetic_frames: int | None = None, camouflage_strength: tuple[float, float] = (1.0, 1.0)):
+    """The `split` ('train', 'valid' or 'test') of a dataset named in data_path.DATASETS.
 
-    videomatte_root and backgrounds_root override DATA_PATH; a synthetic dataset keeps its backgrounds
-    inside its root and is generated there (defaults, seed 0) on first use, when the root is missing or empty.
-    'train': random playback speed, the train augmentation preset (for the camouflage style with the same
-    appearance changes for figure and background, which keeps its single frames ambiguous), resolution x
-    resolution crops.
-    'valid': the clips tiled in order (dataset.index, dataset.clips), no random change, each frame's
+    A synthetic dataset is drawn in memory (dataset/synthetic.py's SyntheticDataset) at resolution x resolution
+    (DEFAULT_SIZE when None): the train split a new clip per item, valid and test fixed sets of synthetic_clips
+    clips (default 32) of synthetic_frames frames (default 40); each camouflage clip's strength is drawn from the
+    range camouflage_strength (default: 1, fully camouflaged). It takes no videomatte_root,
+    backgrounds_root or background_image_id.
+    Otherwise the frames are read from disk; videomatte_root and backgrounds_root override DATA_PATH, and the test
+    split is the folder <videomatte_root>/test with backgrounds in <backgrounds_root>/test:
+    'train': random playback speed, the train augmentation preset, resolution x resolution crops.
+    'valid', 'test': the clips tiled in order (dataset.index, dataset.clips), no random change, each frame's
     shorter side resized to `resolution` and centre-cropped square, one background per clip.
     resolution=None keeps the frames' own size. Any problem with the data raises DatasetError.
     """
@@ -28,25 +31,32 @@ def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int
         raise DatasetError(f'unknown split {split!r}; use one of {", ".join(SPLITS)}')
     if resolution is not None and resolution < 1:
         raise DatasetError(f'--resolution {resolution}: use a crop size of 1 pixel or more')
+    if dataset_name in SYNTHETIC_STYLES:
+        # Imported here: importing it with the package would make `python -m dataset.synthetic` warn.
+        from .synthetic import DEFAULT_SIZE, EVAL_FRAMES, SyntheticDataset
+        synthetic_frames = EVAL_FRAMES if synthetic_frames is None else synthetic_frames
+        if videomatte_root or backgrounds_root or background_image_id is not None:
+            raise DatasetError(f'the {dataset_name} dataset is drawn in memory and has no folders or background images '
+                               f'to choose; to read a synthetic dataset written by python -m dataset.synthetic, pass '
+                               f'--dataset-name videomatte240k --videomatte-root ROOT --backgrounds-root ROOT/backgrounds')
+        if resolution is not None and resolution < 16:
+            raise DatasetError(f'--resolution {resolution}: the synthetic datasets need 16 pixels or more')
+        if synthetic_clips is not None and synthetic_clips < 1 or synthetic_frames < 1:
+            raise DatasetError(f'{synthetic_clips} clips of {synthetic_frames} frames: use 1 or more of each')
+        if not 0 <= camouflage_strength[0] <= camouflage_strength[1] <= 1:
+            raise DatasetError(f'camouflage strength {camouflage_strength[0]:g} to {camouflage_strength[1]:g}: use a '
+                               f'range within 0..1')
+        return SyntheticDataset(SYNTHETIC_STYLES[dataset_name], split, seq_length, resolution or DEFAULT_SIZE,
+                                seed=seed, clips=synthetic_clips if split != 'train' else None,
+                                frames=synthetic_frames, camouflage=camouflage_strength)
     try:
         default_videomatte, default_backgrounds = dataset_paths(dataset_name)
     except ValueError as error:
         raise DatasetError(str(error)) from None
-    videomatte_root = videomatte_root or default_videomatte
-    if dataset_name in SYNTHETIC_STYLES:
-        default_backgrounds = os.path.join(videomatte_root, SYNTHETIC_BACKGROUNDS)
-        if not os.path.isdir(videomatte_root) or not os.listdir(videomatte_root):
-            # Imported here: importing it with the package would make `python -m dataset.synthetic` warn.
-            from .synthetic import generate
-            print(f'generating the {dataset_name} dataset in {videomatte_root} (first use)', file=sys.stderr)
-            try:
-                generate(videomatte_root, style=SYNTHETIC_STYLES[dataset_name])
-            except OSError as error:
-                raise DatasetError(f'cannot generate the {dataset_name} dataset: {error}') from None
     train = split == 'train'
     return VideoMatte240KDataset(
-        os.path.join(videomatte_root, split), os.path.join(backgrounds_root or default_backgrounds, split),
+        os.path.join(videomatte_root or default_videomatte, split),
+        os.path.join(backgrounds_root or default_backgrounds, split),
         seq_length, TrainFrameSampler() if train else ValidFrameSampler(),
-        train_augmentation(resolution, shared_appearance=SYNTHETIC_STYLES.get(dataset_name) == 'camouflage')
-        if train else valid_augmentation(resolution), seed=seed,
+        train_augmentation(resolution) if train else valid_augmentation(resolution), seed=seed,
         background_image_id=background_image_id, background_per_clip=not train, reduced_decoding=reduced_decoding)

@@ -92,7 +92,7 @@ class MotionAugmentation:
     Appearance: noise, colour jitter, grayscale, sharpness, blur and pause, as RobustVideoMatting.
     Each prob_* is the probability of that change per sequence.
     shared_appearance gives foreground and background the same still affine (so the same texture scale) and
-    the same colour jitter: for data whose single frames must stay ambiguous (the camouflage style), where a
+    the same colour jitter: for data whose single frames must stay ambiguous (camouflage data on disk), where a
     scale or colour difference between figure and background would be a cue that real footage does not give.
     """
 
@@ -195,11 +195,10 @@ class MotionAugmentation:
         return torch.tensor([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5], [0, 0, 1]])
 
 
-def train_augmentation(size: int | None, shared_appearance: bool = False) -> MotionAugmentation:
+def train_augmentation(size: int | None) -> MotionAugmentation:
     """The training preset: RobustVideoMatting's VideoMatte probabilities."""
     return MotionAugmentation(size, prob_fgr_affine=0.3, prob_bgr_affine=0.3, prob_noise=0.1, prob_color_jitter=0.3,
-                              prob_grayscale=0.02, prob_sharpness=0.1, prob_blur=0.02, prob_hflip=0.5, prob_pause=0.03,
-                              shared_appearance=shared_appearance)
+                              prob_grayscale=0.02, prob_sharpness=0.1, prob_blur=0.02, prob_hflip=0.5, prob_pause=0.03)
 
 
 def valid_augmentation(size: int | None) -> MotionAugmentation:

@@ -1,19 +1,30 @@
-"""The built-in synthetic dataset: human-like figures moving over textured backgrounds, with exact alpha.
+"""The built-in synthetic data: human-like figures moving over textured backgrounds, with exact alpha.
 
-    python -m dataset.synthetic --root data/synthetic --style plain --seed 0
-
-writes, in the layouts of SPEC section 4 and with no download:
+Two uses:
+  SyntheticDataset    what train.py and validate.py read for --dataset-name synthetic / synthetic-camouflage:
+                      clips drawn in memory, at the requested size, never stored. The train split draws a new
+                      clip for every (seed, epoch, item), so no clip repeats within any budget; the valid and test
+                      splits are fixed sets (32 clips of 40 frames by default) from generator seeds that training
+                      never uses, the same for every training seed.
+  python -m dataset.synthetic --root data/synthetic --style plain --seed 0
+                      writes a dataset to disk, in the layouts of README's Data section, for users who want files:
     <root>/{train,valid}/{fgr,pha}/<clip>/<frame>.jpg    the frames of each clip
     <root>/backgrounds/{train,valid}/<image>.jpg         background images
     <root>/videos/{train,test}/{fgr,pha}/<clip>.mp4      with --videos: the clips as VideoMatte240K is
                                                          distributed (its held-out split is named test)
+                      Train on it as on VideoMatte240K: --dataset-name videomatte240k --videomatte-root <root>
+                      --backgrounds-root <root>/backgrounds.
 A figure has a head, a neck, a torso that leaves the frame at the bottom and two arms swinging at the
 shoulder and elbow, soft alpha edges and thin semi-transparent strands of hair. It sways across the
-frame, so that different parts of the background show over time. Styles:
+frame, so that different parts of the background show over time; in memory the camera also pans at times.
+Styles:
   plain       skin, hair and a striped shirt of random colours, over textured backgrounds;
-  camouflage  the figure is cut out of a texture of the same family (palette and statistics) as every
-              background, so a single frame is ambiguous and only motion separates figure and background.
-The dataset is determined by the seed and the options. It is written to a temporary folder and renamed
+  camouflage  the figure is cut out of a texture of the same family (palette and statistics) as its background,
+              and the background holds a still decoy: a figure-shaped cut-out of the same family (in memory: of
+              the very same texture, in front of the figure or behind it at random). A single frame shows two
+              figures alike, and only motion (or a memory of the background) tells which one is the person.
+              In memory a strength below 1 blends the figures' plain appearance back in, the decoy's included.
+The data is determined by the seed and the options. On disk it is written to a temporary folder and renamed
 into place when complete, so an interrupted run leaves no partial dataset.
 """
 import argparse
@@ -24,10 +35,18 @@ import tempfile
 
 import cv2
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 STYLES = ('plain', 'camouflage')
+SPLITS = ('train', 'valid', 'test')
 VIDEO_SPLITS = {'train': 'train', 'valid': 'test'}
 SUBPIXEL = 4  # OpenCV drawing keeps 4 fractional bits, so that slow motion is smooth, not in 1-pixel steps
+TRAIN_CLIPS_PER_EPOCH = 100_000  # the train split's length: items of an epoch, each a clip of its own
+EVAL_CLIPS, EVAL_FRAMES = 32, 40  # the valid and test splits: clips, frames per clip
+DEFAULT_SIZE = 128  # frame size in pixels (square) when no size is asked for
+DECOYS = 1  # still figure-shaped cut-outs in a camouflage clip
+CAMERA_PAN_PROBABILITY = 0.3
 
 parser = argparse.ArgumentParser(prog='python -m dataset.synthetic', description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +76,123 @@ def main() -> None:
     print(f'wrote the {args.style} synthetic dataset to {args.root}')
 
 
+class SyntheticDataset(Dataset):
+    """Synthetic clips drawn in memory, in the item format of VideoMatte240KDataset.
+
+    Item i is (fgr, pha, bgr): float32 tensors (T, 3, S, S), (T, 1, S, S), (T, 3, S, S) in 0..1, S = size,
+    T = seq_length frames of one clip in time order, with its own moving background.
+    train: `clips` items (default TRAIN_CLIPS_PER_EPOCH), each a new clip drawn from a generator seeded by
+        (seed, epoch, i): figure, proportions, clothing, motion, playback speed, background and camera motion.
+        Call set_epoch before each epoch.
+    valid, test: `clips` fixed clips of `frames` frames (defaults EVAL_CLIPS, EVAL_FRAMES), clip c drawn from a
+        generator seeded by (split, c) whatever the seed; the items are their seq_length-frame tiles in order,
+        index[i] = (clip_idx, start), clip names in `clips`, frame names in `frames[clip_idx]`, as
+        VideoMatte240KDataset's valid split.
+    camouflage: the range each camouflage clip's strength is drawn from uniformly (the weight of the texture over
+        the figures' plain appearance, see Clip); (1, 1), the default, camouflages every clip fully.
+    """
+
+    def __init__(self, style: str, split: str, seq_length: int, size: int = DEFAULT_SIZE, seed: int = 0,
+                 clips: int | None = None, frames: int = EVAL_FRAMES,
+                 camouflage: tuple[float, float] = (1.0, 1.0)):
+        if style not in STYLES or split not in SPLITS:
+            raise ValueError(f'style {style!r}, split {split!r}: use a style of {STYLES} and a split of {SPLITS}')
+        if min(seq_length, size - 15, frames) < 1 or seed < 0 or (clips is not None and clips < 1):
+            raise ValueError(f'seq_length {seq_length}, size {size}, frames {frames}, clips {clips}, seed {seed}: '
+                             f'use 1 or more frames and clips, a size of 16 pixels or more and a seed of 0 or more')
+        self.style, self.split, self.seq_length, self.size, self.seed = style, split, seq_length, size, seed
+        self.camouflage = camouflage
+        self.epoch = 0
+        if split == 'train':
+            self.length = clips or TRAIN_CLIPS_PER_EPOCH
+            return
+        count = clips or EVAL_CLIPS
+        self.clips = [f'{c:04d}' for c in range(count)]
+        self.frames = [[f'{t:05d}' for t in range(frames)] for _ in range(count)]
+        self.index = [(c, start) for c in range(count) for start in range(0, frames, seq_length)]
+        self.length = len(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.split == 'train':
+            rng = np.random.default_rng([SPLITS.index('train'), self.seed, self.epoch, index])
+            clip, times = Clip(rng, self.style, self.size, self.seq_length, self.strength(rng)), range(self.seq_length)
+        else:
+            clip_idx, start = self.index[index]
+            rng = np.random.default_rng([SPLITS.index(self.split), clip_idx])
+            frames = len(self.frames[clip_idx])
+            clip = Clip(rng, self.style, self.size, frames, self.strength(rng))
+            times = range(start, min(start + self.seq_length, frames))
+        fgr, pha, bgr = (np.stack(part) for part in zip(*(clip.render(t) for t in times)))
+        return (torch.from_numpy(fgr).permute(0, 3, 1, 2).float().div_(255),
+                torch.from_numpy(pha)[:, None].float().div_(255),
+                torch.from_numpy(bgr).permute(0, 3, 1, 2).float().div_(255))
+
+
+    def strength(self, rng: np.random.Generator) -> float:
+        low, high = self.camouflage
+        return low + (high - low) * rng.random()
+
+
+class Clip:
+    """One clip in memory: a figure over a background that the camera may pan across; render(t) draws frame t.
+
+    The background is a window of a texture (2S x 3S), which moves at a constant velocity (bouncing within a range
+    of S/2) in CAMERA_PAN_PROBABILITY of the clips and rests at a random subpixel position otherwise. In camouflage
+    the figure and a still decoy (a figure frozen at one instant, moving with the background) are cut from that
+    same texture at other places, and both are drawn the same way at every frame, so that nothing in a single frame
+    (texture statistics, colour cast, edge sharpness, size, position) tells the figure from the decoy. The decoy
+    stands in front of the figure or behind it, at random, so that occlusion tells nothing either: in front, it is
+    drawn into the background and cut out of the figure's alpha, as an object passing in front of a person. With
+    one decoy, an L1 loss gains nothing from guessing on a single frame: the two silhouettes are equally likely.
+    strength: in the camouflage style, the weight of the texture over the plain appearance of the figure and of the
+    decoys alike (1: none of it is left; 0: plain figures, of which only the moving one is the matte's).
+    The clip plays at a random speed: frame t shows the figure's motion at time speed * t.
+    """
+
+    def __init__(self, rng: np.random.Generator, style: str, size: int, frames: int, strength: float = 1.0):
+        self.size, self.pan = size, size / 2
+        camouflage = style == 'camouflage'
+        self.speed = rng.uniform(0.5, 2.5)
+        span = self.speed * max(1, frames - 1) + 1
+        self.background = texture(rng, 2 * size, 3 * size, size, random_palette(rng))
+        self.origin = rng.uniform([0, 0], [2 * size - self.pan, size - self.pan])
+        # Each decoy: its figure, the instant it is frozen at, and whether it stands in front of the figure.
+        self.decoys = [(Figure(rng, size, size, span, self.background, strength), rng.uniform(0, span),
+                        rng.random() < 0.5)
+                       for _ in range(DECOYS if camouflage else 0)]
+        self.figure = Figure(rng, size, size, span, self.background if camouflage else None, strength)
+        self.camera = rng.uniform(0, self.pan, 2)
+        self.camera_velocity = (rng.uniform(-1, 1, 2) * self.pan / span
+                                if rng.random() < CAMERA_PAN_PROBABILITY else np.zeros(2))
+
+    def render(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frame t: foreground (S, S, 3), alpha (S, S) and background (S, S, 3), uint8."""
+        time = self.speed * t
+        fgr, pha = self.figure.render(time)
+        camera = self.camera_at(time)
+        window = np.float32([[1, 0, -self.origin[0] - camera[0]], [0, 1, -self.origin[1] - camera[1]]])
+        bgr = cv2.warpAffine(self.background, window, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT)
+        for decoy, still, in_front in self.decoys:
+            decoy_fgr, decoy_pha = decoy.render(still, offset=self.camera - camera)  # fixed to the background
+            alpha = decoy_pha[..., None].astype(np.float32) / 255
+            bgr = (decoy_fgr * alpha + bgr * (1 - alpha)).round().astype(np.uint8)
+            if in_front:  # it hides the figure: drawn in the background, cut out of the figure's alpha
+                pha = (pha * (1 - alpha[..., 0])).round().astype(np.uint8)
+        return fgr, pha, bgr
+
+    def camera_at(self, time: float) -> np.ndarray:
+        """The camera's (x, y) offset within 0..S/2 at `time`, bouncing at the range's ends."""
+        position = (self.camera + self.camera_velocity * time) % (2 * self.pan)
+        return np.where(position > self.pan, 2 * self.pan - position, position)
+
+
 def generate(root: str, style: str = 'plain', seed: int = 0, width: int = 320, height: int = 180, frames: int = 40,
              train_clips: int = 6, valid_clips: int = 2, train_backgrounds: int = 8, valid_backgrounds: int = 4,
              quality: int = 95, videos: bool = False) -> None:
@@ -74,17 +210,25 @@ def generate(root: str, style: str = 'plain', seed: int = 0, width: int = 320, h
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     temp = tempfile.mkdtemp(prefix=f'.{os.path.basename(root)}.', dir=parent)
+    camouflage = style == 'camouflage'
     try:
         palette = random_palette(np.random.default_rng([seed, 0]))  # the camouflage family's colours
         for split_id, (split, clips, backgrounds) in enumerate(
                 [('train', train_clips, train_backgrounds), ('valid', valid_clips, valid_backgrounds)]):
             for i in range(backgrounds):
                 rng = np.random.default_rng([seed, 1, split_id, i])
-                image = texture(rng, height, width, height, palette if style == 'camouflage' else random_palette(rng))
+                image = texture(rng, height, width, height, palette if camouflage else random_palette(rng))
+                if camouflage:
+                    for _ in range(DECOYS):
+                        decoy = Figure(rng, width, height, frames, texture(rng, 2 * height, 3 * width, height, palette))
+                        fgr, pha = decoy.render(rng.uniform(0, frames))
+                        alpha = pha[..., None].astype(np.float32) / 255
+                        image = (fgr * alpha + image * (1 - alpha)).round().astype(np.uint8)
                 write_image(os.path.join(temp, 'backgrounds', split, f'{i:04d}.jpg'), image, quality)
             for i in range(clips):
                 rng = np.random.default_rng([seed, 2, split_id, i])
-                figure = Figure(rng, style, width, height, frames, palette)
+                figure = Figure(rng, width, height, frames,
+                                texture(rng, 2 * height, 3 * width, height, palette) if camouflage else None)
                 clip = [figure.render(t) for t in range(frames)]
                 for part, images in (('fgr', [fgr for fgr, _ in clip]), ('pha', [pha for _, pha in clip])):
                     for t, image in enumerate(images):
@@ -103,16 +247,22 @@ def generate(root: str, style: str = 'plain', seed: int = 0, width: int = 320, h
 
 
 class Figure:
-    """One clip's figure: its shape, colours and motion, drawn from rng; render(t) draws frame t."""
+    """One figure: its shape, clothing and motion, drawn from rng; render(t) draws it at time t (frames).
 
-    def __init__(self, rng: np.random.Generator, style: str, width: int, height: int, frames: int,
-                 palette: np.ndarray):
+    Its plain appearance is skin, hair and a striped shirt of random colours. clothing: a (2H, 3W, 3) uint8
+    texture the whole figure is cut from instead (camouflage), blended over the plain appearance with weight
+    `camouflage` (1: only the texture). unit: the frame height its proportions are relative to (default `height`).
+    """
+
+    def __init__(self, rng: np.random.Generator, width: int, height: int, frames: float,
+                 clothing: np.ndarray | None = None, camouflage: float = 1.0, unit: float | None = None):
+        unit = unit or height
         self.width, self.height, self.frames = width, height, frames
-        self.size = height * rng.uniform(0.75, 0.95)  # the unit of the figure's proportions
-        self.x = width * rng.uniform(0.35, 0.65)
-        self.sway = width * rng.uniform(0.12, 0.3), rng.uniform(30, 80), rng.uniform(0, 2 * math.pi)
-        self.drift = width * rng.uniform(-0.15, 0.15)
-        self.bob = height * rng.uniform(0.005, 0.025), rng.uniform(15, 30), rng.uniform(0, 2 * math.pi)
+        self.size = unit * rng.uniform(0.6, 0.95)  # the unit of the figure's proportions
+        self.x = width * rng.uniform(0.25, 0.75)
+        self.sway = unit * rng.uniform(0.12, 0.3), rng.uniform(30, 80), rng.uniform(0, 2 * math.pi)
+        self.drift = unit * rng.uniform(-0.15, 0.15)
+        self.bob = unit * rng.uniform(0.005, 0.025), rng.uniform(15, 30), rng.uniform(0, 2 * math.pi)
         self.lean = rng.uniform(2, 8), rng.uniform(25, 60), rng.uniform(0, 2 * math.pi)
         # Per arm: shoulder angle from hanging down (degrees), its swing, period, phase; elbow bend, its swing.
         self.arms = [(rng.uniform(8, 30), rng.uniform(10, 70), rng.uniform(18, 50), rng.uniform(0, 2 * math.pi),
@@ -121,25 +271,26 @@ class Figure:
         strands = rng.integers(30, 80)
         self.hair = np.stack([rng.uniform(-170, -10, strands), rng.uniform(0.08, 0.35, strands) * self.size,
                               rng.uniform(-0.5, 0.5, strands), rng.uniform(80, 210, strands)], 1)
-        self.camouflage = style == 'camouflage'
-        if self.camouflage:
-            self.texture = texture(rng, height * 2, width * 3, height, palette)
-        else:
-            self.skin = rng.uniform([120, 70, 40], [255, 210, 180]).astype(np.float32)
-            self.hair_colour = (rng.uniform(10, 120, 3) * rng.uniform(0.3, 1)).astype(np.float32)
-            shirt, stripe = random_palette(rng)[:2]
-            period, angle = rng.uniform(0.04, 0.15) * self.size, rng.uniform(0, math.pi)
-            x = np.arange(width * 3, dtype=np.float32) * math.cos(angle)
-            y = np.arange(height * 2, dtype=np.float32)[:, None] * math.sin(angle)
-            stripes = (np.sin((x + y) * 2 * math.pi / period) > 0)[..., None]
-            self.texture = np.where(stripes, shirt, stripe).astype(np.uint8)
+        self.skin = rng.uniform([120, 70, 40], [255, 210, 180]).astype(np.float32)
+        self.hair_colour = (rng.uniform(10, 120, 3) * rng.uniform(0.3, 1)).astype(np.float32)
+        shirt, stripe = random_palette(rng)[:2]
+        period, angle = rng.uniform(0.04, 0.15) * self.size, rng.uniform(0, math.pi)
+        x = np.arange(width * 3, dtype=np.float32) * math.cos(angle)
+        y = np.arange(height * 2, dtype=np.float32)[:, None] * math.sin(angle)
+        stripes = (np.sin((x + y) * 2 * math.pi / period) > 0)[..., None]
+        self.shirt = np.where(stripes, shirt, stripe).astype(np.uint8)
+        self.clothing = clothing
+        self.camouflage = camouflage if clothing is not None else 0.0
+        if clothing is not None:
+            # Where the figure's clothes lie in the texture, so that figures cut from one texture differ.
+            self.clothing_shift = rng.uniform([-width, -height / 2], [width, height / 2])
 
-    def render(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame t: foreground (H, W, 3) and alpha (H, W), uint8."""
+    def render(self, t: float, offset: np.ndarray = np.zeros(2)) -> tuple[np.ndarray, np.ndarray]:
+        """The figure at time t, moved by offset (x, y) pixels: foreground (H, W, 3) and alpha (H, W), uint8."""
         s = self.size
-        cx = self.x + wave(self.sway, t) + self.drift * (t / max(1, self.frames - 1) - 0.5)
+        cx = self.x + offset[0] + wave(self.sway, t) + self.drift * (t / max(1, self.frames - 1) - 0.5)
         head = np.array([cx + s * 0.3 * math.sin(math.radians(wave(self.lean, t))),
-                         self.height - s * 0.82 + wave(self.bob, t)])
+                         self.height - s * 0.82 + offset[1] + wave(self.bob, t)])
         head_axes = np.array([0.1, 0.13]) * s
         shoulders = np.array([cx, head[1] + 0.25 * s])
 
@@ -166,16 +317,24 @@ class Figure:
         layers = [cv2.GaussianBlur(mask, (0, 0), 0.6).astype(np.float32)[..., None] / 255
                   for mask in (clothes, skin, hair)]
         alpha = 1 - (1 - layers[0]) * (1 - layers[1]) * (1 - layers[2])
-        # The texture moves with the figure: a window of the larger texture, shifted by subpixel amounts.
-        shift = np.float32([[1, 0, cx - self.width * 1.5], [0, 1, wave(self.bob, t) - self.height * 0.5]])
-        fgr = cv2.warpAffine(self.texture, shift, (self.width, self.height), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REFLECT)
-        if not self.camouflage:
-            fgr = fgr * (1 - layers[1]) + self.skin * layers[1]
-            fgr = fgr * (1 - layers[2]) + self.hair_colour * layers[2]
+        # The textures move with the figure: windows of larger textures, shifted by subpixel amounts.
+        shift = np.array([cx - self.width * 1.5, offset[1] + wave(self.bob, t) - self.height * 0.5])
+        fgr = 0.0
+        if self.camouflage < 1:
+            plain = self._window(self.shirt, shift)
+            plain = plain * (1 - layers[1]) + self.skin * layers[1]
+            fgr = (plain * (1 - layers[2]) + self.hair_colour * layers[2]) * (1 - self.camouflage)
+        if self.camouflage > 0:
+            fgr = fgr + self._window(self.clothing, shift + self.clothing_shift) * self.camouflage
         return np.clip(fgr, 0, 255).astype(np.uint8), np.round(alpha[..., 0] * 255).astype(np.uint8)
 
-    def _draw_strands(self, mask: np.ndarray, head: np.ndarray, axes: np.ndarray, t: int) -> None:
+    def _window(self, texture: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """The frame-sized window of `texture` whose origin is at -shift, bilinear, as float32."""
+        matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+        return cv2.warpAffine(texture, matrix, (self.width, self.height), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+
+    def _draw_strands(self, mask: np.ndarray, head: np.ndarray, axes: np.ndarray, t: float) -> None:
         """Thin strands from the top of the head, trailing behind the head's horizontal motion."""
         drag = -3 * (wave(self.sway, t + 1) - wave(self.sway, t)) / self.size
         angle, length, curl, opacity = self.hair.T

@@ -13,21 +13,21 @@ def run_script(script: str, *args: str, timeout: float = 300, **kwargs) -> subpr
 
 
 def train_args(root: str, out: str, *extra: str) -> list[str]:
-    """train.py flags for a few quick steps of MobileNetV2 on a tiny dataset at `root`, writing into `out`."""
-    return ['--dataset-name', 'synthetic', '--videomatte-root', root, '--model-backbone', 'mobilenetv2',
+    """train.py flags for a few quick steps of MobileNetV2 on a tiny dataset on disk at `root` (as
+    dataset.synthetic.generate writes it, read as a VideoMatte dataset), writing into `out`."""
+    return ['--dataset-name', 'videomatte240k', '--videomatte-root', root,
+            '--backgrounds-root', os.path.join(root, 'backgrounds'), '--model-backbone', 'mobilenetv2',
             '--model-name', 'tiny', '--resolution', '64', '--batch-size', '2', '--seq-length', '3',
             '--checkpoint-dir', os.path.join(out, 'checkpoint'), '--log-dir', os.path.join(out, 'log'),
             '--log-train-loss-interval', '1', '--device', 'cpu', *extra]
 
 
 def ablation_args(out: str, *extra: str) -> list[str]:
-    """scripts/ablation.py flags for a tiny ablation (both styles, 2 seeds, 2 steps per run), writing into `out`."""
-    return ['--seeds', '0', '1', '--steps', '2', '--resolution', '32', '--batch-size', '2',
-            '--seq-length', '3', '--jobs', '1', '--device', 'cpu', '--checkpoint-root', os.path.join(out, 'checkpoint'),
+    """scripts/ablation.py flags for a tiny ablation (both styles, 2 seeds, 2 steps per run with 1 warm-up step and
+    1 validation, 1 valid and 1 test clip per style), writing into `out`."""
+    return ['--seeds', '0', '1', '--steps', '2', '--warmup-steps', '1', '--resolution', '32', '--batch-size', '2',
+            '--seq-length', '3', '--valid-clips', '1', '--test-clips', '1', '--curve-points', '1', '--jobs', '1',
+            '--device', 'cpu', '--checkpoint-root', os.path.join(out, 'checkpoint'),
             '--log-root', os.path.join(out, 'log'), '--output-root', os.path.join(out, 'output'),
             '--report-dir', os.path.join(out, 'report'), *extra]
 
-
-def ablation_env(plain: str, camouflage: str) -> dict[str, str]:
-    """The environment that points the synthetic dataset names at the given roots."""
-    return dict(os.environ, SYNTHETIC_PATH=plain, SYNTHETIC_CAMOUFLAGE_PATH=camouflage)

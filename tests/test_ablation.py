@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from script_runner import ablation_args, ablation_env, run_script
+from script_runner import ablation_args, run_script
 
 MODELS = ['w/ ConvLSTM', 'w/ ConvLSTM, state reset every sequence', 'w/o ConvLSTM']
 STYLES = ['plain', 'camouflage']
@@ -15,12 +15,6 @@ STYLES = ['plain', 'camouflage']
 def load(path: str) -> dict:
     with open(path) as file:
         return json.load(file)
-
-
-def environment(report_path: str, tiny_synthetic: str) -> dict[str, str]:
-    """The datasets the tiny_ablation fixture used."""
-    out = os.path.dirname(os.path.dirname(report_path))
-    return ablation_env(tiny_synthetic, os.path.join(out, 'synthetic-camouflage'))
 
 
 def test_every_style_model_and_seed_is_trained_and_validated(tiny_ablation):
@@ -33,6 +27,7 @@ def test_every_style_model_and_seed_is_trained_and_validated(tiny_ablation):
         assert validated['settings']['without_convlstm'] == (run['model'] == 'w/o ConvLSTM')
         assert validated['settings']['reset_state_every'] == (3 if 'reset' in run['model'] else 0)
         assert validated['settings']['model_checkpoint'] == run['checkpoint']
+        assert validated['settings']['split'] == 'test', 'the table is measured on the held-out test split'
         assert os.listdir(os.path.dirname(run['checkpoint'])) == [os.path.basename(run['checkpoint'])]
         assert run['checkpoint'].endswith('-iter-2.pth') and run['train_minutes'] > 0
     # The reset evaluation reuses the w/ ConvLSTM checkpoint; every style, seed and model trains its own.
@@ -74,17 +69,61 @@ def test_table_is_the_mean_and_spread_over_seeds(tiny_ablation):
         markdown = file.read()
     mad = {row['model']: row['MAD'] for row in report['table'] if row['style'] == 'camouflage'}
     assert f"| camouflage | w/o ConvLSTM | 2 | {mad['w/o ConvLSTM']:.2f} ± " in markdown
-    assert f"camouflage: w/ ConvLSTM / w/o ConvLSTM = {mad['w/ ConvLSTM'] / mad['w/o ConvLSTM']:.2f} (MAD)" in markdown
+    [paired] = [row for row in report['paired_differences'] if row['style'] == 'camouflage']
+    ratio = paired['MAD_with_over_without']
+    assert ratio == pytest.approx(statistics.mean(
+        value['MAD_with_over_without'] for value in paired['per_seed'].values()))
+    assert (f"| camouflage | 2 | {paired['MAD_with_minus_without']:.2f} ± "
+            f"{paired['MAD_with_minus_without_std']:.2f} | {ratio:.2f} ± ") in markdown
 
 
-def test_rerun_keeps_finished_training_and_fills_the_report(tiny_ablation, tiny_synthetic):
+def test_learning_curves_are_logged_during_training(tiny_ablation):
+    for run in load(tiny_ablation)['runs']:
+        if run['model'] == MODELS[1]:
+            assert run['valid_mad_curve'] == [], 'the reset evaluation trains nothing'
+            continue
+        curve = run['valid_mad_curve']
+        assert curve and all(step > 0 and mad > 0 for step, mad in curve), (run['style'], run['model'], curve)
+        assert [step for step, _ in curve] == sorted({step for step, _ in curve})
+
+
+def test_paired_differences_compare_the_same_seeds_models(tiny_ablation):
+    report = load(tiny_ablation)
+    mad = {(run['style'], run['model'], run['seed']): run['mean']['MAD'] for run in report['runs']}
+    differences = report['paired_differences']
+    assert [row['style'] for row in differences] == STYLES
+    for row in differences:
+        assert row['seeds'] == [0, 1] and sorted(row['per_seed']) == ['0', '1']  # JSON object keys are strings
+        for seed in (0, 1):
+            per_seed = row['per_seed'][str(seed)]
+            with_, reset, without = (mad[row['style'], model, seed] for model in MODELS)
+            assert per_seed['MAD_with_minus_without'] == pytest.approx(with_ - without)
+            assert per_seed['MAD_with_over_without'] == pytest.approx(with_ / without)
+            assert per_seed['MAD_carried_minus_reset'] == pytest.approx(with_ - reset)
+        assert row['MAD_with_minus_without'] == pytest.approx(
+            statistics.mean(row['per_seed'][str(seed)]['MAD_with_minus_without'] for seed in (0, 1)))
+    with open(tiny_ablation.replace('.json', '.md')) as file:
+        markdown = file.read()
+    assert 'Paired by seed' in markdown
+
+
+def test_empty_matte_score_per_style(tiny_ablation):
+    empty = load(tiny_ablation)['empty_matte_MAD']
+    assert sorted(empty) == sorted(STYLES) and all(value > 0 for value in empty.values())
+    with open(tiny_ablation.replace('.json', '.md')) as file:
+        markdown = file.read()
+    for style in STYLES:
+        assert f'| {style} | empty matte (alpha 0) | - | {empty[style]:.2f} |' in markdown
+
+
+def test_rerun_keeps_finished_training_and_fills_the_report(tiny_ablation):
     out = os.path.dirname(os.path.dirname(tiny_ablation))
     report_page = os.path.join(out, 'report', 'README.md')
     with open(report_page, 'w') as file:
         file.write('# Report\n<!-- ablation table -->\nold numbers\n<!-- end of ablation table -->\nDiscussion.\n')
     before = load(tiny_ablation)['runs']
     modified = {run['checkpoint']: os.path.getmtime(run['checkpoint']) for run in before}
-    result = run_script('scripts/ablation.py', *ablation_args(out), env=environment(tiny_ablation, tiny_synthetic))
+    result = run_script('scripts/ablation.py', *ablation_args(out), timeout=600)  # validates every run again
     assert result.returncode == 0, result.stderr
     after = load(tiny_ablation)['runs']
     assert {run['checkpoint']: os.path.getmtime(run['checkpoint']) for run in after} == modified
@@ -96,14 +135,17 @@ def test_rerun_keeps_finished_training_and_fills_the_report(tiny_ablation, tiny_
     assert page == f'# Report\n<!-- ablation table -->\n{table}<!-- end of ablation table -->\nDiscussion.\n'
 
 
-def test_failing_training_names_its_log(tmp_path, tiny_synthetic):
-    not_a_dataset = tmp_path / 'file'
-    not_a_dataset.write_text('')
-    result = run_script('scripts/ablation.py', *ablation_args(str(tmp_path), '--styles', 'camouflage', '--seeds', '0'),
-                        env=ablation_env(tiny_synthetic, str(not_a_dataset)))
+def test_failing_training_names_its_log(tmp_path):
+    not_a_folder = tmp_path / 'file'
+    not_a_folder.write_text('')
+    args = ablation_args(str(tmp_path), '--styles', 'camouflage', '--seeds', '0')
+    args[args.index('--checkpoint-root') + 1] = str(not_a_folder)
+    result = run_script('scripts/ablation.py', *args)
     assert result.returncode != 0
     log = tmp_path / 'output' / 'ablation' / 'camouflage-with-convlstm-seed0' / 'train.log'
     assert 'train.py failed' in result.stderr and str(log) in result.stderr
+    assert f'{not_a_folder} is a file' in result.stderr, 'the last line of train.py names the cause'
+    assert 'is a file' in log.read_text()
     assert not (tmp_path / 'report').exists()
 
 

@@ -30,6 +30,12 @@ def write_clips(root, clips: dict[str, int], backgrounds: int = 2, size=(24, 16)
     return videomatte, background_dir
 
 
+def on_disk(tiny_synthetic: str, split: str, seq_length: int, resolution: int | None, **options):
+    """make_dataset of the tiny synthetic dataset on disk, read as a VideoMatte dataset."""
+    return make_dataset('videomatte240k', split, seq_length, resolution, videomatte_root=tiny_synthetic,
+                        backgrounds_root=os.path.join(tiny_synthetic, 'backgrounds'), **options)
+
+
 def decode_frames(fgr: torch.Tensor) -> list[tuple[int, int]]:
     """(clip number, frame number) of each frame of an item of write_clips' data."""
     values = (fgr[:, :2, 0, 0] * 255).round().long()
@@ -43,10 +49,10 @@ def frames_dataset(videomatte: str, background_dir: str, seq_length: int, sample
 
 
 def test_items_shapes_dtypes_ranges_and_batching(tiny_synthetic):
-    train = make_dataset('synthetic', 'train', 4, 32, videomatte_root=tiny_synthetic)
+    train = on_disk(tiny_synthetic, 'train', 4, 32)
     fgr, pha, bgr = next(iter(DataLoader(train, batch_size=2)))
     assert fgr.shape == (2, 4, 3, 32, 32) and pha.shape == (2, 4, 1, 32, 32) and bgr.shape == (2, 4, 3, 32, 32)
-    valid = make_dataset('synthetic', 'valid', 4, None, videomatte_root=tiny_synthetic)
+    valid = on_disk(tiny_synthetic, 'valid', 4, None)
     for item in (train[1], valid[0]):
         for image in item:
             assert image.dtype == torch.float32 and image.min() >= 0 and image.max() <= 1
@@ -85,7 +91,7 @@ def test_a_clip_shorter_than_the_sequence_plays_forward_and_back(tmp_path):
 
 def test_items_depend_only_on_seed_epoch_and_index(tiny_synthetic):
     def items(workers: int, epoch: int = 0, seed: int = 3) -> list:
-        data = make_dataset('synthetic', 'train', 3, 24, seed=seed, videomatte_root=tiny_synthetic)
+        data = on_disk(tiny_synthetic, 'train', 3, 24, seed=seed)
         data.set_epoch(epoch)
         return list(DataLoader(data, batch_size=1, num_workers=workers))
 
@@ -95,14 +101,14 @@ def test_items_depend_only_on_seed_epoch_and_index(tiny_synthetic):
     for other in (items(0), items(2)):
         for a, b in zip(reference, other):
             assert all(torch.equal(x, y) for x, y in zip(a, b))
-    resumed = make_dataset('synthetic', 'train', 3, 24, seed=3, videomatte_root=tiny_synthetic)[2]
+    resumed = on_disk(tiny_synthetic, 'train', 3, 24, seed=3)[2]
     assert all(torch.equal(x, y[0]) for x, y in zip(resumed, reference[2])), 'a resumed run sees the same item'
     for changed in (items(0, epoch=1), items(0, seed=4)):
         assert any(not torch.equal(a[0], b[0]) for a, b in zip(reference, changed))
 
 
 def test_valid_items_are_the_decoded_frames(tiny_synthetic):
-    data = make_dataset('synthetic', 'valid', 5, None, videomatte_root=tiny_synthetic)
+    data = on_disk(tiny_synthetic, 'valid', 5, None)
     assert data.index[:4] == [(0, 0), (0, 5), (0, 10), (1, 0)] and len(data[2][0]) == 2
     fgr, pha, _ = data[1]
     frame = os.path.join(tiny_synthetic, 'valid', '{}', data.clips[0], '00005.jpg')
@@ -112,7 +118,7 @@ def test_valid_items_are_the_decoded_frames(tiny_synthetic):
 
 
 def test_fixed_background_by_index(tiny_synthetic):
-    data = make_dataset('synthetic', 'valid', 4, None, background_image_id=1, videomatte_root=tiny_synthetic)
+    data = on_disk(tiny_synthetic, 'valid', 4, None, background_image_id=1)
     expected = read_image(os.path.join(tiny_synthetic, 'backgrounds', 'valid', data.backgrounds[1]), 'RGB') / 255
     for i in range(len(data)):
         torch.testing.assert_close(data[i][2][0], expected, atol=1e-4, rtol=0)
@@ -139,24 +145,27 @@ def test_reduced_decoding_still_resizes_what_draft_mode_cannot_reduce(tmp_path):
     assert read_image(path, 'RGB', (100, 100), reduced_decoding=True).shape == (3, 100, 178)
 
 
-def test_generated_on_first_use_atomically(tmp_path):
+def test_synthetic_names_refuse_folders(tmp_path):
     root = tmp_path / 'synthetic-camouflage'
-    data = make_dataset('synthetic-camouflage', 'valid', 8, 32, videomatte_root=str(root))
-    assert len(data) > 0 and sorted(os.listdir(tmp_path)) == ['synthetic-camouflage']
-    assert sorted(os.listdir(root)) == ['backgrounds', 'train', 'valid']
+    with pytest.raises(DatasetError, match='drawn in memory.*--dataset-name videomatte240k --videomatte-root ROOT '
+                                           '--backgrounds-root ROOT/backgrounds'):
+        make_dataset('synthetic-camouflage', 'valid', 8, 32, videomatte_root=str(root))
+    assert os.listdir(tmp_path) == [], 'nothing is generated'
 
 
 def test_data_path_environment_overrides_and_repo_relative_defaults(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv('SYNTHETIC_PATH', 'here/synthetic')
+    monkeypatch.setenv('VIDEOMATTE240K_PATH', 'here/VideoMatte240K')
     monkeypatch.setenv('BACKGROUNDS_PATH', '/somewhere/backgrounds')
     try:
         importlib.reload(data_path)
-        assert data_path.DATA_PATH['synthetic'] == str(tmp_path / 'here' / 'synthetic')
-        assert data_path.dataset_paths('synthetic') == (str(tmp_path / 'here' / 'synthetic'),
-                                                       str(tmp_path / 'here' / 'synthetic' / 'backgrounds'))
+        assert data_path.DATA_PATH['videomatte240k'] == str(tmp_path / 'here' / 'VideoMatte240K')
+        assert data_path.dataset_paths('videomatte240k') == (str(tmp_path / 'here' / 'VideoMatte240K'),
+                                                             '/somewhere/backgrounds')
         assert data_path.dataset_paths('videomatte8k') == (
             os.path.join(os.path.dirname(data_path.__file__), 'data', 'VideoMatte8K'), '/somewhere/backgrounds')
+        assert data_path.DATASETS[-2:] == ['synthetic', 'synthetic-camouflage']
+        assert 'synthetic' not in data_path.DATA_PATH, 'the synthetic datasets live nowhere'
     finally:
         monkeypatch.undo()
         importlib.reload(data_path)
@@ -167,8 +176,8 @@ def test_data_path_environment_overrides_and_repo_relative_defaults(monkeypatch,
 def test_unknown_dataset_name_and_split():
     with pytest.raises(DatasetError, match="unknown dataset 'videomatte20k'; use one of videomatte240k, "):
         make_dataset('videomatte20k', 'train', 8, 224)
-    with pytest.raises(DatasetError, match="unknown split 'test'"):
-        make_dataset('synthetic', 'test', 8, 224)
+    with pytest.raises(DatasetError, match="unknown split 'holdout'; use one of train, valid, test"):
+        make_dataset('synthetic', 'holdout', 8, 224)
 
 
 def test_missing_and_empty_folders(tmp_path):
@@ -263,4 +272,4 @@ def test_bad_background_index_and_sequence_length(tmp_path):
 @pytest.mark.parametrize('resolution', [0, -8])
 def test_crop_size_below_one_pixel(tiny_synthetic, resolution):
     with pytest.raises(DatasetError, match=f'--resolution {resolution}: use a crop size of 1 pixel or more'):
-        make_dataset('synthetic', 'train', 2, resolution, videomatte_root=tiny_synthetic)
+        on_disk(tiny_synthetic, 'train', 2, resolution)

@@ -44,7 +44,8 @@ def test_notebook_writes_tables_and_figures(tiny_ablation, tmp_path):
     NotebookClient(notebook, timeout=300, kernel_name='python3', resources={'metadata': {'path': REPO}}).execute()
 
     with open(tiny_ablation) as file:
-        table = json.load(file)['table']
+        report = json.load(file)
+    table = report['table']
     markdown = (figures / 'ablation_table.md').read_text()
     latex = (figures / 'ablation_table.tex').read_text()
     assert latex.startswith(r'\begin{tabular}') and r'\toprule' in latex and latex.rstrip().endswith(r'\end{tabular}')
@@ -54,7 +55,11 @@ def test_notebook_writes_tables_and_figures(tiny_ablation, tmp_path):
         latex_cells = [cell.replace('±', r'$\pm$') for cell in cells]
         assert f"{row['style']} & {row['model']} & {row['seeds']} & " + ' & '.join(latex_cells) + r' \\' in latex
 
-    for name, rows in (('loss_curves.png', 1), ('frames_strip.png', 4), ('hidden_states.png', 1 + 2)):
+    differences = (figures / 'paired_differences.md').read_text()
+    for row in report['paired_differences']:
+        assert f"| {row['style']} | {len(row['seeds'])} | {row['MAD_with_minus_without']:.2f} ± " in differences
+    for name, rows in (('learning_curves.png', 1), ('loss_curves.png', 1), ('frames_strip_plain.png', 4),
+                       ('frames_strip_camouflage.png', 4), ('hidden_states.png', 2 + 2)):
         with Image.open(figures / name) as image:
             image.verify()
         with Image.open(figures / name) as image:

@@ -12,7 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from script_runner import REPO, run_script, train_args
 from dataset import make_dataset
 from model import MattingBase
-from train import matting_loss, newest_checkpoint, remove_old_checkpoints
+from loss import matting_loss
+from train import newest_checkpoint, remove_old_checkpoints
 
 
 def logged(log_dir: str, tag: str = 'train/loss_total') -> dict[int, float]:
@@ -40,7 +41,8 @@ def test_checkpoint_holds_everything_to_continue(trained_checkpoint):
 
 def test_loss_decreases_when_overfitting_one_batch(tiny_synthetic):
     torch.manual_seed(0)
-    dataset = make_dataset('synthetic', 'train', 3, 64, videomatte_root=tiny_synthetic)
+    dataset = make_dataset('videomatte240k', 'train', 3, 64, videomatte_root=tiny_synthetic,
+                           backgrounds_root=os.path.join(tiny_synthetic, 'backgrounds'))
     fgr, pha, bgr = (x.unsqueeze(0) for x in dataset[0])
     src = fgr * pha + bgr * (1 - pha)
     model = MattingBase('mobilenetv2').train()
@@ -136,10 +138,7 @@ def test_torchrun_with_two_gloo_processes_agrees_on_weights(tiny_synthetic, tmp_
     (['--backgrounds-root', '/nonexistent/backgrounds'], '/nonexistent/backgrounds'),
 ])
 def test_missing_paths_are_named(tiny_synthetic, tmp_path, extra, message):
-    args = train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1')
-    args[args.index('--dataset-name') + 1] = 'videomatte8k'  # a synthetic root that is missing gets generated
-    args += ['--backgrounds-root', os.path.join(tiny_synthetic, 'backgrounds')]
-    result = run_script('train.py', *args, *extra)
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1', *extra))
     assert result.returncode != 0 and message in result.stderr
     assert 'Traceback' not in result.stderr and result.stderr.strip().splitlines()[-1].startswith('error:')
 
@@ -214,7 +213,8 @@ def test_newest_checkpoint_is_ordered_by_epoch_then_step(tmp_path):
 
 
 def test_steps_count_on_from_epoch_start(tiny_synthetic, tmp_path):
-    per_epoch = len(make_dataset('synthetic', 'train', 3, 64, videomatte_root=tiny_synthetic)) // 2
+    per_epoch = len(make_dataset('videomatte240k', 'train', 3, 64, videomatte_root=tiny_synthetic,
+                                 backgrounds_root=os.path.join(tiny_synthetic, 'backgrounds'))) // 2
     result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--epoch-start', '1', '--max-steps',
                                                 str(per_epoch + 1), '--log-valid-interval', '0'))
     assert result.returncode == 0, result.stderr

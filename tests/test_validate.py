@@ -9,7 +9,9 @@ from script_runner import run_script
 
 
 def validate_args(root: str, checkpoint: str, output: str, *extra: str) -> list[str]:
-    return ['--dataset-name', 'synthetic', '--videomatte-root', root, '--model-backbone', 'mobilenetv2',
+    """validate.py flags for the tiny synthetic dataset on disk at `root`, read as a VideoMatte dataset."""
+    return ['--dataset-name', 'videomatte240k', '--videomatte-root', root,
+            '--backgrounds-root', os.path.join(root, 'backgrounds'), '--model-backbone', 'mobilenetv2',
             '--model-checkpoint', checkpoint, '--output-path', output, '--seq-length', '4', '--device', 'cpu', *extra]
 
 
@@ -81,3 +83,14 @@ def test_bad_sequence_flags(tiny_synthetic, trained_checkpoint, tmp_path):
     args = validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path / 'out'), '--reset-state-every', '-1')
     result = run_script('validate.py', *args)
     assert result.returncode != 0 and '--reset-state-every and --num-workers at least 0' in result.stderr
+
+
+def test_synthetic_name_with_a_folder_or_background_is_refused(tiny_synthetic, trained_checkpoint, tmp_path):
+    """The synthetic names are drawn in memory; a dataset written to disk is read as videomatte240k."""
+    for flags in (['--videomatte-root', tiny_synthetic], ['--background-image-id', '0']):
+        result = run_script('validate.py', '--dataset-name', 'synthetic', '--model-backbone', 'mobilenetv2',
+                            '--model-checkpoint', trained_checkpoint, '--output-path', str(tmp_path / 'out'),
+                            '--device', 'cpu', *flags)
+        assert result.returncode != 0 and 'Traceback' not in result.stderr
+        assert 'drawn in memory' in result.stderr and '--dataset-name videomatte240k' in result.stderr
+    assert not (tmp_path / 'out').exists()
