@@ -15,7 +15,8 @@ def matting_loss(pred_pha: torch.Tensor, pred_fgr: torch.Tensor, pred_err: torch
     foreground = (true_pha > 0).to(true_fgr.dtype)
     losses = {
         'pha_l1': F.l1_loss(pred_pha, true_pha),
-        'pha_sobel': F.l1_loss(kornia.filters.sobel(pred_pha.flatten(0, 1)), kornia.filters.sobel(true_pha.flatten(0, 1))),
+        'pha_sobel': F.l1_loss(kornia.filters.sobel(pred_pha.flatten(0, 1)),
+                               kornia.filters.sobel(true_pha.flatten(0, 1))),
         'fgr_l1': F.l1_loss(pred_fgr * foreground, true_fgr * foreground),
         'err_l2': F.mse_loss(pred_err, (pred_pha - true_pha).abs().detach()),
     }

@@ -37,7 +37,7 @@ from model.utils import (CheckpointError, backbone_of, load_checkpoint_weights, 
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--dataset-name', required=True, choices=DATASETS,
-                    help='dataset to train on (paths in data_path.py); synthetic is generated on first use')
+                    help='dataset to train on (paths in data_path.py); the synthetic ones are drawn in memory')
 parser.add_argument('--videomatte-root', help='override the dataset folder of data_path.py')
 parser.add_argument('--backgrounds-root', help='override the background image folder of data_path.py')
 parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder')
@@ -75,7 +75,8 @@ parser.add_argument('--seed', type=int, default=0, help='seed of initialisation,
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                     help='torch device (default: cuda when present); under torchrun each process uses its local GPU')
 parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
-                    help='mixed precision: fp16 with a GradScaler on CUDA, bf16 on CPU (default: on with CUDA)')
+                    help='mixed precision: fp16 with a GradScaler on CUDA, bf16 autocast on a CPU with bfloat16 '
+                         'instructions (an error on one without) (default: on with CUDA)')
 parser.add_argument('--camouflage-strength', type=float, nargs=2, default=(1.0, 1.0), metavar=('LOW', 'HIGH'),
                     help='synthetic-camouflage: each training clip\'s camouflage strength is drawn from LOW..HIGH '
                          '(1, the default: the figure and the still decoys are all background texture; 0: they are '
@@ -160,7 +161,7 @@ def train(args: argparse.Namespace) -> None:
         if continuing:
             load_checkpoint_weights(model, args.model_backbone, checkpoint, checkpoint_path)
             optimizer.load_state_dict(checkpoint['optimizer'])
-            for group in optimizer.param_groups:  # checkpoints from before the schedule flags trained at a constant rate
+            for group in optimizer.param_groups:  # a checkpoint from before the schedule flags: a constant rate
                 group.setdefault('base_lr', group['lr'])
             if checkpoint['scaler']:  # empty when saved without AMP; an enabled GradScaler then starts afresh
                 scaler.load_state_dict(checkpoint['scaler'])

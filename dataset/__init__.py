@@ -38,7 +38,8 @@ def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int
         if videomatte_root or backgrounds_root or background_image_id is not None:
             raise DatasetError(f'the {dataset_name} dataset is drawn in memory and has no folders or background images '
                                f'to choose; to read a synthetic dataset written by python -m dataset.synthetic, pass '
-                               f'--dataset-name videomatte240k --videomatte-root ROOT --backgrounds-root ROOT/backgrounds')
+                               f'--dataset-name videomatte240k --videomatte-root ROOT '
+                               f'--backgrounds-root ROOT/backgrounds')
         if resolution is not None and resolution < 16:
             raise DatasetError(f'--resolution {resolution}: the synthetic datasets need 16 pixels or more')
         if synthetic_clips is not None and synthetic_clips < 1 or synthetic_frames < 1:

@@ -121,7 +121,8 @@ class SyntheticDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.split == 'train':
             rng = np.random.default_rng([SPLITS.index('train'), self.seed, self.epoch, index])
-            clip, times = Clip(rng, self.style, self.size, self.seq_length, self.strength(rng)), range(self.seq_length)
+            clip = Clip(rng, self.style, self.size, self.seq_length, self.strength(rng))
+            times = range(self.seq_length)
         else:
             clip_idx, start = self.index[index]
             rng = np.random.default_rng([SPLITS.index(self.split), clip_idx])
@@ -133,8 +134,9 @@ class SyntheticDataset(Dataset):
                 torch.from_numpy(pha)[:, None].float().div_(255),
                 torch.from_numpy(bgr).permute(0, 3, 1, 2).float().div_(255))
 
-
     def strength(self, rng: np.random.Generator) -> float:
+        """A clip's camouflage strength, uniform in the camouflage range (drawn in every style, so that the plain and
+        camouflage clips of an index share their other draws' order)."""
         low, high = self.camouflage
         return low + (high - low) * rng.random()
 

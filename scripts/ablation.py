@@ -1,6 +1,6 @@
 r"""The ConvLSTM ablation: "w/ ConvLSTM" against "w/o ConvLSTM" on the built-in synthetic data, in one command.
 
-    python scripts/ablation.py                 # the default budget: about 80 minutes on a 2-core CPU
+    python scripts/ablation.py                 # the default budget: 64 minutes on a 2-core CPU
 
 For each seed (0, 1, 2 by default) it trains the model with and without --without-convlstm under the same budget,
 seed and data: first on the plain style, then on the camouflage style starting from that model's plain checkpoint
@@ -27,8 +27,8 @@ numbers the script measured. A rerun skips training that has finished and resume
 interrupted, so an interrupted ablation is continued by running the same command again.
 
 A larger budget on a GPU, for example:
-    python scripts/ablation.py --name ablation-gpu --model-backbone resnet50 --resolution 224 --steps 4000 \
-        --jobs 1 --num-workers 8
+    python scripts/ablation.py --name ablation-gpu --model-backbone resnet50 --resolution 128 --steps 6000 \
+        --camouflage-steps 6000 --jobs 1
 """
 import argparse
 import csv
@@ -77,7 +77,7 @@ parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None
 parser.add_argument('--curve-points', type=int, default=5,
                     help='validations during each run, evenly spaced, for the learning curves (0: none)')
 parser.add_argument('--valid-clips', type=int, default=16,
-                    help="clips of each style's valid split the learning curves are measured on (of 32, 40 frames each)")
+                    help="clips of each style's valid split (of its 32, 40 frames each) measured for the curves")
 parser.add_argument('--test-clips', type=int, default=32,
                     help="clips of each style's test split the final table is measured on (of 40 frames)")
 parser.add_argument('--camouflage-strength', type=float, nargs=2, default=(0.0, 1.0), metavar=('LOW', 'HIGH'),
@@ -99,10 +99,12 @@ parser.add_argument('--report-dir', default='report', help='folder of <name>.csv
 
 def main() -> None:
     args = parser.parse_args()
-    if min(args.steps, args.camouflage_steps, args.jobs, args.batch_size, args.seq_length, args.valid_clips, args.test_clips) < 1 \
-            or args.resolution < 32 or min(args.warmup_steps, args.curve_points, args.grad_clip) < 0:
-        sys.exit('error: --steps, --camouflage-steps, --jobs, --batch-size, --seq-length, --valid-clips and --test-clips must be at least 1, '
-                 '--warmup-steps, --curve-points and --grad-clip at least 0, --resolution at least 32')
+    counts = (args.steps, args.camouflage_steps, args.jobs, args.batch_size, args.seq_length, args.valid_clips,
+              args.test_clips)
+    if min(counts) < 1 or args.resolution < 32 or min(args.warmup_steps, args.curve_points, args.grad_clip) < 0:
+        sys.exit('error: --steps, --camouflage-steps, --jobs, --batch-size, --seq-length, --valid-clips and '
+                 '--test-clips must be at least 1, --warmup-steps, --curve-points and --grad-clip at least 0, '
+                 '--resolution at least 32')
     if not 0 <= args.camouflage_strength[0] <= args.camouflage_strength[1] <= 1 \
             or not all(0 <= strength <= 1 for strength in args.test_strengths):
         sys.exit('error: --camouflage-strength LOW HIGH: use 0 <= LOW <= HIGH <= 1; --test-strengths within 0..1')
@@ -363,14 +365,16 @@ def markdown_table(table: list[dict], differences: list[dict], dose: list[dict],
               '| style | seeds | MAD difference | MAD ratio | dtSSD difference | MAD carried minus reset | '
               'MAD ratio per seed |', '| --- | --- | --- | --- | --- | --- | --- |']
     for row in differences:
-        per_seed = ', '.join(f"{seed}: {values['MAD_with_over_without']:.2f}" for seed, values in row['per_seed'].items())
+        per_seed = ', '.join(f"{seed}: {values['MAD_with_over_without']:.2f}"
+                             for seed, values in row['per_seed'].items())
         cells = [format_cell(row[key], row[f'{key}_std']) for key in (
             'MAD_with_minus_without', 'MAD_with_over_without', 'dtSSD_with_minus_without', 'MAD_carried_minus_reset')]
         lines.append(f"| {row['style']} | {len(row['seeds'])} | " + ' | '.join(cells) + f' | {per_seed} |')
     if dose:
-        lines += ['', 'Camouflage MAD against camouflage strength (1: nothing of the figures\' plain appearance left; 0: '
-                  'plain figures, one still decoy among them):', '',
-                  '| strength | seeds | w/ ConvLSTM | w/o ConvLSTM | w/ minus w/o (paired) |', '| --- | --- | --- | --- | --- |']
+        lines += ['', 'Camouflage MAD against camouflage strength (1: nothing of the figures\' plain appearance '
+                  'left; 0: plain figures, one still decoy among them):', '',
+                  '| strength | seeds | w/ ConvLSTM | w/o ConvLSTM | w/ minus w/o (paired) |',
+                  '| --- | --- | --- | --- | --- |']
         lines += [f"| {row['strength']:g} | {len(row['seeds'])} | " + ' | '.join(
             format_cell(row[key], row[f'{key}_std']) for key in ('with', 'without', 'with_minus_without')) + ' |'
             for row in dose]
@@ -408,8 +412,9 @@ def write_report(args: argparse.Namespace, runs: list[dict], table: list[dict], 
                f"{args.jobs} at once, on {settings['device_name']}, torch {torch.__version__}; training took "
                f"{training:.0f} minutes summed over the runs; this invocation of the script took {minutes:.1f} "
                f"minutes). Metrics on each style's synthetic test split ({args.test_clips} of its clips, 40 frames "
-               f"each, never used for training or choices) at the published scales (MAD and MSE x1e3, Grad and Conn /1e3, dtSSD "
-               f"x1e2), camouflage at strength {args.test_strengths[0]:g}; ± is the standard deviation over seeds.\n\n"
+               f"each, never used for training or choices) at the published scales (MAD and MSE x1e3, Grad and "
+               f"Conn /1e3, dtSSD x1e2), camouflage at strength {args.test_strengths[0]:g}; ± is the standard "
+               f"deviation over seeds.\n\n"
                + markdown_table(table, differences, dose, empty) + '\n')
     with atomic_write(base + '.md', 'w') as file:
         file.write(summary)

@@ -23,9 +23,11 @@ def train_args(root: str, out: str, *extra: str) -> list[str]:
 
 
 def ablation_args(out: str, *extra: str) -> list[str]:
-    """scripts/ablation.py flags for a tiny ablation (both styles, 2 seeds, 2 steps per run with 1 warm-up step and
-    1 validation, 1 valid and 1 test clip per style), writing into `out`."""
-    return ['--seeds', '0', '1', '--steps', '2', '--warmup-steps', '1', '--resolution', '32', '--batch-size', '2',
+    """scripts/ablation.py flags for a tiny ablation (both styles, 2 seeds, 2 plain and 3 camouflage steps per run
+    with 1 warm-up step and 1 validation, 1 valid and 1 test clip per style, camouflage tested at strengths 1 and 0),
+    writing into `out`."""
+    return ['--seeds', '0', '1', '--steps', '2', '--camouflage-steps', '3', '--test-strengths', '1', '0',
+            '--warmup-steps', '1', '--resolution', '32', '--batch-size', '2',
             '--seq-length', '3', '--valid-clips', '1', '--test-clips', '1', '--curve-points', '1', '--jobs', '1',
             '--device', 'cpu', '--checkpoint-root', os.path.join(out, 'checkpoint'),
             '--log-root', os.path.join(out, 'log'), '--output-root', os.path.join(out, 'output'),

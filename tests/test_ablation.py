@@ -19,9 +19,13 @@ def load(path: str) -> dict:
 
 def test_every_style_model_and_seed_is_trained_and_validated(tiny_ablation):
     report = load(tiny_ablation)
-    assert sorted((run['style'], run['model'], run['seed']) for run in report['runs']) == sorted(
-        (style, model, seed) for style in STYLES for model in MODELS for seed in (0, 1))
+    # The table's evaluations, and the camouflage models again at strength 0 (the state carried, no reset).
+    assert sorted((run['style'], run['model'], run['seed'], run['camouflage_strength']) for run in report['runs']) == \
+        sorted([(style, model, seed, 1.0 if style == 'camouflage' else None)
+                for style in STYLES for model in MODELS for seed in (0, 1)] +
+               [('camouflage', model, seed, 0.0) for model in (MODELS[0], MODELS[2]) for seed in (0, 1)])
     for run in report['runs']:
+        assert run['in_table'] == (run['camouflage_strength'] in (None, 1.0))
         validated = load(run['metrics'])
         assert {key: validated['mean'][key] for key in run['mean']} == run['mean']
         assert validated['settings']['without_convlstm'] == (run['model'] == 'w/o ConvLSTM')
@@ -29,9 +33,13 @@ def test_every_style_model_and_seed_is_trained_and_validated(tiny_ablation):
         assert validated['settings']['model_checkpoint'] == run['checkpoint']
         assert validated['settings']['split'] == 'test', 'the table is measured on the held-out test split'
         assert os.listdir(os.path.dirname(run['checkpoint'])) == [os.path.basename(run['checkpoint'])]
-        assert run['checkpoint'].endswith('-iter-2.pth') and run['train_minutes'] > 0
+        strength = run['camouflage_strength']
+        assert validated['settings']['camouflage_strength'] == (1.0 if strength is None else strength)
+        steps = 3 if run['style'] == 'camouflage' else 2
+        assert run['checkpoint'].endswith(f'-iter-{steps}.pth') and run['train_minutes'] > 0
     # The reset evaluation reuses the w/ ConvLSTM checkpoint; every style, seed and model trains its own.
-    checkpoints = {(run['style'], run['model'], run['seed']): run['checkpoint'] for run in report['runs']}
+    checkpoints = {(run['style'], run['model'], run['seed']): run['checkpoint'] for run in report['runs']
+                   if run['in_table']}
     assert checkpoints['plain', MODELS[0], 0] == checkpoints['plain', MODELS[1], 0]
     trained = {path for key, path in checkpoints.items() if key[1] != MODELS[1]}
     assert len(trained) == 2 * 2 * 2
@@ -55,7 +63,7 @@ def test_table_is_the_mean_and_spread_over_seeds(tiny_ablation):
     for row in report['table']:
         for metric in ('MAD', 'MSE', 'Grad', 'Conn', 'dtSSD'):
             values = [run['mean'][metric] for run in report['runs']
-                      if (run['style'], run['model']) == (row['style'], row['model'])]
+                      if (run['style'], run['model']) == (row['style'], row['model']) and run['in_table']]
             assert row[metric] == pytest.approx(statistics.mean(values))
             assert row[f'{metric}_std'] == pytest.approx(statistics.stdev(values))
 
@@ -79,8 +87,8 @@ def test_table_is_the_mean_and_spread_over_seeds(tiny_ablation):
 
 def test_learning_curves_are_logged_during_training(tiny_ablation):
     for run in load(tiny_ablation)['runs']:
-        if run['model'] == MODELS[1]:
-            assert run['valid_mad_curve'] == [], 'the reset evaluation trains nothing'
+        if run['model'] == MODELS[1] or not run['in_table']:
+            assert run['valid_mad_curve'] == [], 'the curve belongs to the run, given once'
             continue
         curve = run['valid_mad_curve']
         assert curve and all(step > 0 and mad > 0 for step, mad in curve), (run['style'], run['model'], curve)
@@ -89,7 +97,7 @@ def test_learning_curves_are_logged_during_training(tiny_ablation):
 
 def test_paired_differences_compare_the_same_seeds_models(tiny_ablation):
     report = load(tiny_ablation)
-    mad = {(run['style'], run['model'], run['seed']): run['mean']['MAD'] for run in report['runs']}
+    mad = {(run['style'], run['model'], run['seed']): run['mean']['MAD'] for run in report['runs'] if run['in_table']}
     differences = report['paired_differences']
     assert [row['style'] for row in differences] == STYLES
     for row in differences:
@@ -152,3 +160,17 @@ def test_failing_training_names_its_log(tmp_path):
 def test_bad_budget_is_refused(tmp_path):
     result = run_script('scripts/ablation.py', *ablation_args(str(tmp_path), '--steps', '0'))
     assert result.returncode != 0 and '--steps' in result.stderr
+
+
+def test_dose_response_pairs_the_models_at_each_strength(tiny_ablation):
+    report = load(tiny_ablation)
+    assert [row['strength'] for row in report['dose_response']] == [1.0, 0.0]
+    for row in report['dose_response']:
+        mad = {(run['model'], run['seed']): run['mean']['MAD'] for run in report['runs']
+               if run['style'] == 'camouflage' and run['camouflage_strength'] == row['strength']}
+        assert row['seeds'] == [0, 1]
+        assert row['with'] == pytest.approx(statistics.mean(mad[MODELS[0], seed] for seed in (0, 1)))
+        assert row['without'] == pytest.approx(statistics.mean(mad[MODELS[2], seed] for seed in (0, 1)))
+        assert row['with_minus_without'] == pytest.approx(row['with'] - row['without'])
+    with open(tiny_ablation.replace('.json', '.md')) as file:
+        assert f"| 0 | 2 | {report['dose_response'][1]['with']:.2f} ± " in file.read()

@@ -55,6 +55,9 @@ def test_notebook_writes_tables_and_figures(tiny_ablation, tmp_path):
         latex_cells = [cell.replace('±', r'$\pm$') for cell in cells]
         assert f"{row['style']} & {row['model']} & {row['seeds']} & " + ' & '.join(latex_cells) + r' \\' in latex
 
+    dose = (figures / 'dose_response.md').read_text()
+    for row in report['dose_response']:
+        assert f"| {row['strength']:g} | 2 | {row['with']:.2f} ± {row['with_std']:.2f} | " in dose
     differences = (figures / 'paired_differences.md').read_text()
     for row in report['paired_differences']:
         assert f"| {row['style']} | {len(row['seeds'])} | {row['MAD_with_minus_without']:.2f} ± " in differences
