@@ -45,8 +45,8 @@ def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int
         if synthetic_clips is not None and synthetic_clips < 1 or synthetic_frames < 1:
             raise DatasetError(f'{synthetic_clips} clips of {synthetic_frames} frames: use 1 or more of each')
         if not 0 <= camouflage_strength[0] <= camouflage_strength[1] <= 1:
-            raise DatasetError(f'camouflage strength {camouflage_strength[0]:g} to {camouflage_strength[1]:g}: use a '
-                               f'range within 0..1')
+            raise DatasetError(f'--camouflage-strength {camouflage_strength[0]:g} to {camouflage_strength[1]:g}: use '
+                               f'values within 0..1, the low one first')
         return SyntheticDataset(SYNTHETIC_STYLES[dataset_name], split, seq_length, resolution or DEFAULT_SIZE,
                                 seed=seed, clips=synthetic_clips if split != 'train' else None,
                                 frames=synthetic_frames, camouflage=camouflage_strength)
