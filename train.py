@@ -284,7 +284,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if min(args.log_train_loss_interval, args.log_train_images_interval, args.checkpoint_interval) < 1:
         sys.exit('error: --log-train-loss-interval, --log-train-images-interval and --checkpoint-interval must be '
                  'at least 1')
-    if args.warmup_steps < 0 or args.grad_clip < 0 or (args.synthetic_clips or 1) < 1:
+    bad_clips = args.synthetic_clips is not None and args.synthetic_clips < 1
+    if args.warmup_steps < 0 or args.grad_clip < 0 or bad_clips:
         sys.exit('error: --warmup-steps and --grad-clip must be 0 or more, --synthetic-clips at least 1')
     if args.epoch_start < 0 or (args.max_steps is not None and args.max_steps < 1):
         sys.exit('error: --epoch-start must be 0 or more and --max-steps at least 1')

@@ -76,7 +76,8 @@ def main() -> None:
 
 
 def validate(args: argparse.Namespace) -> None:
-    if args.seq_length < 1 or args.reset_state_every < 0 or args.num_workers < 0 or (args.synthetic_clips or 1) < 1:
+    bad_clips = args.synthetic_clips is not None and args.synthetic_clips < 1
+    if args.seq_length < 1 or args.reset_state_every < 0 or args.num_workers < 0 or bad_clips:
         sys.exit('error: --seq-length and --synthetic-clips must be at least 1, --reset-state-every and --num-workers '
                  'at least 0')
     check_output_folder(args.output_path, '--output-path')
