@@ -5,7 +5,7 @@ Every variant named in --variants is timed in this one process, under the same t
 their ratios to 'fp32' (the plain eager model: the original project's architecture and precision) are fair:
     fp32            eager, float32
     bf16            autocast to bfloat16 (CPU, where oneDNN has bf16 instructions) or float16 with a GradScaler (CUDA)
-    bf16-cl         bf16, model and input in channels_last memory layout
+    bf16-cl         bf16, the model in channels_last memory layout
     fp32-compile    torch.compile of the model (default inductor backend), float32
     bf16-compile    torch.compile with bf16 autocast
 

@@ -5,8 +5,8 @@ r"""The ConvLSTM ablation: "w/ ConvLSTM" against "w/o ConvLSTM" on the built-in 
 For each seed (0, 1, 2 by default) it trains the model with and without --without-convlstm under the same budget,
 seed and data: first on the plain style, then on the camouflage style starting from that model's plain checkpoint
 (a curriculum: figures first, then figures that only motion reveals; --camouflage-from-scratch turns it off).
-Camouflage training clips keep some of the figure's plain appearance (--camouflage-strength, 0.5 to 1 by default);
-its valid and test clips keep none.
+Camouflage training clips keep some of the figures' plain appearance (--camouflage-strength, 0 to 1 by default);
+its valid clips keep none, and the test reports every --test-strengths value.
 Every run draws new synthetic clips for each step (no clip repeats), follows the same learning-rate schedule
 (linear warm-up, cosine decay) and logs the validation MAD on the style's valid split --curve-points times, for the
 learning curves. The finished runs are then evaluated once on the style's test split, which nothing else reads:
