@@ -157,9 +157,13 @@ def test_failing_training_names_its_log(tmp_path):
     assert not (tmp_path / 'report').exists()
 
 
-def test_bad_budget_is_refused(tmp_path):
-    result = run_script('scripts/ablation.py', *ablation_args(str(tmp_path), '--steps', '0'))
-    assert result.returncode != 0 and '--steps' in result.stderr
+@pytest.mark.parametrize('flags, named', [(['--steps', '0'], '--steps'),
+                                          (['--camouflage-strength', '0.8', '0.2'], '--camouflage-strength'),
+                                          (['--test-strengths', '1', '1.5'], '--test-strengths')])
+def test_bad_budget_is_refused(tmp_path, flags, named):
+    result = run_script('scripts/ablation.py', *ablation_args(str(tmp_path), *flags))
+    assert result.returncode != 0 and named in result.stderr
+    assert not os.path.exists(tmp_path / 'report')
 
 
 def test_dose_response_pairs_the_models_at_each_strength(tiny_ablation):

@@ -52,7 +52,8 @@ def test_train_py_follows_the_schedule_and_clips(tmp_path):
 @pytest.mark.parametrize('flags, named', [
     (['--warmup-steps', '-1'], '--warmup-steps'), (['--grad-clip', '-0.1'], '--grad-clip'),
     (['--lr-schedule', 'step'], '--lr-schedule'),
-    (['--camouflage-strength', '0.8', '0.2'], '--camouflage-strength 0.8 to 0.2')])
+    (['--camouflage-strength', '0.8', '0.2'], '--camouflage-strength 0.8 to 0.2'),
+    (['--synthetic-clips', '0'], '--synthetic-clips')])
 def test_bad_recipe_flags(tmp_path, flags, named):
     result = run_script('train.py', '--dataset-name', 'synthetic', '--model-backbone', 'mobilenetv2',
                         '--model-name', 'bad', '--device', 'cpu', '--checkpoint-dir', str(tmp_path / 'c'),
