@@ -6,6 +6,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
+from errors import UserError
+
 # The file-creation mask, read once at import: os.umask can only be read by setting it, which would race with
 # threads creating files.
 UMASK = os.umask(0o022)
@@ -37,7 +39,7 @@ def atomic_write(path: str, mode: str = 'wb', **open_kwargs) -> Iterator[IO]:
         raise
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(UserError):
     """An output folder that cannot be used; the message names the flag, the folder and what to do."""
 
 

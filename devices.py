@@ -6,8 +6,10 @@ import platform
 
 import torch
 
+from errors import UserError
 
-class DeviceError(ValueError):
+
+class DeviceError(UserError):
     """A --device that does not exist on this machine: the message says what to pass instead."""
 
 
@@ -38,8 +40,8 @@ def reuse_freed_cpu_memory(device: torch.device) -> bool:
 
     By default glibc maps every block above its mmap threshold (at most 32 MiB) straight from the kernel and unmaps
     it when freed, so each large tensor of a forward pass (a chunk of 8 frames at 512x288 with 48 channels is 226 MB)
-    page-faults and is zero-filled afresh at every call: about a million page faults per MobileNetV2 forward of
-    that chunk, half its time on the 2-core CPU (benchmarks/bench_inference.py). The cost is resident memory: the
+    page-faults and is zero-filled afresh at every call, which can take as long as the computation itself (README,
+    Performance; benchmarks/bench_inference.py measures it). The cost is resident memory: the
     process keeps about its peak heap use, as PyTorch's CUDA caching allocator keeps GPU memory.
     """
     if device.type != 'cpu':
@@ -75,3 +77,10 @@ def low_precision_dtype(device: torch.device) -> torch.dtype | None:
     except (AttributeError, RuntimeError):  # a build without oneDNN
         supported = False
     return torch.bfloat16 if supported else None
+
+
+def make_grad_scaler(enabled: bool):
+    """A GradScaler for fp16 on CUDA (a no-op when disabled); torch.amp.GradScaler from torch 2.3 on."""
+    if hasattr(torch.amp, 'GradScaler'):
+        return torch.amp.GradScaler('cuda', enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)

@@ -23,12 +23,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from atomic_file import OutputFolderError, check_output_folder
-from devices import DeviceError, open_device, reuse_freed_cpu_memory
+from atomic_file import check_output_folder
+from checkpoint import read_checkpoint
+from devices import open_device, reuse_freed_cpu_memory
+from errors import UserError
+from images import GREEN_SCREEN, IMAGE_EXTENSIONS
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import prepare_for_inference
 from model.refiner import REFINE_MODES
-from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint
+from model.utils import load_weights
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder of the checkpoint')
@@ -41,7 +44,7 @@ parser.add_argument('--output-dir', required=True, help='folder for the outputs'
 parser.add_argument('--output-types', nargs='+', default=['com'], choices=('pha', 'fgr', 'com'),
                     help='alpha, foreground, and/or composite onto --composite-background')
 parser.add_argument('--output-format', default='video', choices=('video', 'png'), help='mp4 videos or PNG sequences')
-parser.add_argument('--composite-background', default='120,255,155',
+parser.add_argument('--composite-background', default=','.join(map(str, GREEN_SCREEN)),
                     help="a colour 'R,G,B' or '#rrggbb', or an image file (resized to the frames)")
 parser.add_argument('--seq-length', type=int, default=8, help='frames per forward call')
 parser.add_argument('--downsample-ratio', type=float, default=1.0,
@@ -58,10 +61,7 @@ parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else
 parser.add_argument('--fp16', action=argparse.BooleanOptionalAction, default=None,
                     help='half precision autocast (CUDA only; default: on with CUDA)')
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-
-
-class InferenceError(Exception):
+class InferenceError(UserError):
     """A user input that cannot be matted: the message names it and what to do."""
 
 
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         matte(args)
-    except (InferenceError, CheckpointError, DeviceError, OutputFolderError) as error:
+    except UserError as error:
         sys.exit(f'error: {error}')
 
 
@@ -140,7 +140,7 @@ def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
                               args.refine_sample_pixels, args.refine_threshold, recurrent=recurrent)
     else:
         model = MattingBase(args.model_backbone, recurrent=recurrent)
-    load_checkpoint_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), args.model_checkpoint)
+    load_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}')
     return prepare_for_inference(model, device)
 
 

@@ -8,17 +8,15 @@ Checkpoints go to --checkpoint-dir, TensorBoard logs to --log-dir. Ctrl-C saves 
 --resume continues from the newest checkpoint of --model-name with the same results as an uninterrupted run.
 """
 import argparse
-import glob
+import dataclasses
 import math
 import os
-import random
-import re
 import signal
 import sys
 
-import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
@@ -26,14 +24,17 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 import metrics
-from atomic_file import OutputFolderError, atomic_write, check_output_folder
+from atomic_file import check_output_folder
+from checkpoint import (checkpoints_oldest_first, is_training_checkpoint, newest_checkpoint, read_checkpoint,
+                        remove_old_checkpoints, save_checkpoint, set_random_states)
 from data_path import DATASETS
 from dataset import DatasetError, make_dataset
-from devices import DeviceError, device_name, low_precision_dtype, open_device, reuse_freed_cpu_memory
+from devices import DeviceError, device_name, low_precision_dtype, make_grad_scaler, open_device, reuse_freed_cpu_memory
+from errors import UserError
+from images import green_screen_composite
 from loss import matting_loss
 from model import BACKBONES, MattingBase
-from model.utils import (CheckpointError, backbone_of, load_checkpoint_weights, load_imagenet_backbone,
-                         load_matched_state_dict, read_checkpoint, unwrap_state_dict)
+from model.utils import imagenet_weights, load_weights
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--dataset-name', required=True, choices=DATASETS,
@@ -95,50 +96,55 @@ parser.add_argument('--keep-checkpoints', type=int, default=0,
                     help='keep only the newest N checkpoints in --checkpoint-dir (default 0: keep all); every epoch '
                          'ends in one, so short epochs fill a disk')
 
-CHECKPOINT_NAME = re.compile(r'epoch-(\d+)-iter-(\d+)\.pth$')
 
 
 def main() -> None:
     args = parser.parse_args()
     try:
         train(args)
-    except (DatasetError, CheckpointError, DeviceError, OutputFolderError) as error:
+    except UserError as error:
         sys.exit(f'error: {error}')
+
+
+@dataclasses.dataclass
+class Run:
+    """What a training run works with, set up once by train()."""
+    args: argparse.Namespace
+    rank: int
+    world_size: int
+    device: torch.device
+    amp_dtype: torch.dtype | None  # autocast's dtype; None: full precision
+    model: nn.Module  # under torchrun wrapped in DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    scaler: 'torch.amp.GradScaler'  # a no-op unless fp16 on CUDA
+    checkpoint_dir: str
+    writer: SummaryWriter | None  # on rank 0 only
+    total_steps: int  # where the cosine schedule reaches 0
+
+
+@dataclasses.dataclass
+class Position:
+    """Where training stands: the epoch, the steps done in all (counted from epoch 0), the batches done in this
+    epoch, and the step of the newest checkpoint of this process."""
+    epoch: int
+    step: int
+    batch_in_epoch: int
+    saved_step: int
 
 
 def train(args: argparse.Namespace) -> None:
     check_flags(args)
     rank, world_size, device = setup_distributed(args.device)
     reuse_freed_cpu_memory(device)
-    use_amp = args.amp if args.amp is not None else device.type == 'cuda'
-    amp_dtype = low_precision_dtype(device)
-    if use_amp and amp_dtype is None:
-        raise DeviceError(f'--amp: {device_name(device)} has no bfloat16 instructions (oneDNN reports none), so mixed '
-                          f'precision would be slower: drop --amp')
+    amp_dtype = mixed_precision_dtype(args.amp, device)
     checkpoint_dir = args.checkpoint_dir or os.path.join('checkpoint', args.model_name)
     log_dir = args.log_dir or os.path.join('log', args.model_name)
-
-    dataset = make_dataset(args.dataset_name, 'train', args.seq_length, args.resolution, seed=args.seed,
-                           videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root,
-                           camouflage_strength=tuple(args.camouflage_strength))
-    valid_dataset = None
-    if args.log_valid_interval:
-        valid_dataset = make_dataset(args.dataset_name, 'valid', args.seq_length, args.resolution, seed=args.seed,
-                                     videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root,
-                                     synthetic_clips=args.synthetic_clips)
+    dataset, valid_dataset = make_datasets(args)
     batches_per_epoch = len(epoch_indices(len(dataset), 0, args.seed, rank, world_size)) // args.batch_size
     if batches_per_epoch == 0:
         raise DatasetError(f'the {args.dataset_name} training split has {len(dataset)} sequences per process, '
                            f'fewer than --batch-size {args.batch_size}: lower --batch-size')
-
-    # Here, not at the first save: an unwritable folder must not cost a run's first thousand steps. Every rank checks,
-    # so that under torchrun all of them stop alike.
-    check_output_folder(checkpoint_dir, '--checkpoint-dir')
-    check_output_folder(log_dir, '--log-dir')
-    if args.keep_checkpoints and not args.resume and checkpoints_oldest_first(checkpoint_dir):
-        sys.exit(f'error: --checkpoint-dir {checkpoint_dir} holds checkpoints of an earlier run, which '
-                 f'--keep-checkpoints would keep in place of this run\'s: pass --resume to continue that run, or '
-                 f'choose another --checkpoint-dir')
+    check_output_folders(args, checkpoint_dir, log_dir)
 
     torch.manual_seed(args.seed)
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm).to(device)
@@ -147,119 +153,201 @@ def train(args: argparse.Namespace) -> None:
         {'params': model.aspp.parameters(), 'lr': args.lr_aspp, 'base_lr': args.lr_aspp},
         {'params': model.decoder.parameters(), 'lr': args.lr_decoder, 'base_lr': args.lr_decoder},
     ])
-    total_steps = args.max_steps or args.epoch_end * batches_per_epoch
-    scaler = make_grad_scaler(enabled=use_amp and device.type == 'cuda')
-    epoch, step, batch_in_epoch = args.epoch_start, args.epoch_start * batches_per_epoch, 0
-
-    checkpoint_path = newest_checkpoint(checkpoint_dir) if args.resume else args.model_last_checkpoint
-    if args.resume and checkpoint_path is None:
-        print(f'--resume: no checkpoint in {checkpoint_dir}, starting from scratch')
-    continuing = False
-    if checkpoint_path:
-        checkpoint = read_checkpoint(checkpoint_path)
-        continuing = 'optimizer' in checkpoint
-        if continuing:
-            load_checkpoint_weights(model, args.model_backbone, checkpoint, checkpoint_path)
-            optimizer.load_state_dict(checkpoint['optimizer'])
-            for group in optimizer.param_groups:  # a checkpoint from before the schedule flags: a constant rate
-                group.setdefault('base_lr', group['lr'])
-            if checkpoint['scaler']:  # empty when saved without AMP; an enabled GradScaler then starts afresh
-                scaler.load_state_dict(checkpoint['scaler'])
-            epoch, step, batch_in_epoch = checkpoint['epoch'], checkpoint['step'], checkpoint['batch_in_epoch']
-            set_random_states(checkpoint['random_states'])
-            if rank == 0:
-                print(f'Continuing from {checkpoint_path}: epoch {epoch}, step {step}')
-        else:  # a bare state dict, the original project's or BackgroundMattingV2's: loaded as the original loaded it
-            load_encoder_and_matching_tensors(model, args.model_backbone, checkpoint, checkpoint_path, rank == 0)
-    elif args.model_pretrain_initialization:
-        initialise(model, args.model_backbone, args.model_pretrain_initialization, rank == 0)
-    if not continuing and reached(step, args.max_steps):
-        sys.exit(f'error: --max-steps {args.max_steps} counts all steps, and --epoch-start {args.epoch_start} starts '
-                 f'at step {step} ({batches_per_epoch} per epoch): give a larger --max-steps')
-
+    scaler = make_grad_scaler(enabled=amp_dtype == torch.float16)
+    position = resume_or_initialise(args, checkpoint_dir, model, optimizer, scaler, batches_per_epoch, rank == 0)
     if world_size > 1:
         if device.type == 'cuda':
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
-    writer = SummaryWriter(log_dir) if rank == 0 else None
+    run = Run(args, rank, world_size, device, amp_dtype, model, optimizer, scaler, checkpoint_dir,
+              SummaryWriter(log_dir) if rank == 0 else None, args.max_steps or args.epoch_end * batches_per_epoch)
+
     stop = StopRequest()
-
-    saved_step = step
-
-    def save(reason: str) -> None:
-        nonlocal saved_step
-        saved_step = step
-        if not all(torch.isfinite(parameter).all() for parameter in model.parameters()):
-            raise SystemExit(f'error: the weights became non-finite by step {step} (epoch {epoch}): no checkpoint '
-                             f'written; lower the learning rates or try --no-amp')
-        agreement = f', {world_size} replicas agree on the weights' if world_size > 1 else ''
-        if world_size > 1:
-            check_replicas_agree(model, world_size)
-        if rank == 0:
-            path = save_checkpoint(checkpoint_dir, unwrap(model), optimizer, scaler, args, epoch, step, batch_in_epoch)
-            tqdm.write(f'{reason}: saved {path}{agreement}')
-            if args.keep_checkpoints:
-                remove_old_checkpoints(checkpoint_dir, args.keep_checkpoints)
-
-    while epoch < args.epoch_end and not reached(step, args.max_steps):
-        model.train()
-        dataset.set_epoch(epoch)
-        indices = epoch_indices(len(dataset), epoch, args.seed, rank, world_size)
-        loader = DataLoader(dataset, batch_size=args.batch_size, sampler=indices[batch_in_epoch * args.batch_size:],
-                            num_workers=args.num_workers, pin_memory=device.type == 'cuda', drop_last=True,
-                            generator=torch.Generator().manual_seed(args.seed + epoch))
-        progress = tqdm(loader, initial=batch_in_epoch, total=batches_per_epoch, disable=rank != 0,
-                        desc=f'epoch {epoch}', dynamic_ncols=True)
-        for true_fgr, true_pha, true_bgr in progress:
-            true_fgr, true_pha, true_bgr = (x.to(device, non_blocking=True) for x in (true_fgr, true_pha, true_bgr))
-            true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                pred_pha, pred_fgr, pred_err, _, _ = model(true_src)
-            losses = matting_loss(pred_pha.float(), pred_fgr.float(), pred_err.float(), true_pha, true_fgr)
-            if not torch.isfinite(losses['total']):
-                raise SystemExit(f"error: the loss became {losses['total'].item()} at step {step + 1} "
-                                 f"(epoch {epoch}): no checkpoint written; lower the learning rates or try --no-amp")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses['total']).backward()
-            if args.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            for group in optimizer.param_groups:
-                group['lr'] = group['base_lr'] * lr_factor(step, args.warmup_steps, total_steps, args.lr_schedule)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            batch_in_epoch += 1
-            progress.set_postfix(step=step, loss=f"{losses['total'].item():.4f}")
-
-            if writer and step % args.log_train_loss_interval == 0:
-                for name, value in losses.items():
-                    writer.add_scalar(f'train/loss_{name}', value.item(), step)
-                for group, name in zip(optimizer.param_groups, ('backbone', 'aspp', 'decoder')):
-                    writer.add_scalar(f'train/lr_{name}', group['lr'], step)
-            if writer and step % args.log_train_images_interval == 0:
-                log_images(writer, 'train', step, true_src, true_pha, pred_pha, pred_fgr, pred_err)
-            if valid_dataset is not None and step % args.log_valid_interval == 0:
-                if writer:
-                    log_validation(writer, unwrap(model), valid_dataset, device, use_amp, amp_dtype, step)
-                model.train()
-            if step % args.checkpoint_interval == 0:
-                save('checkpoint interval')
-            if stop.requested(device, world_size):
-                save('interrupted')
-                return
-            if reached(step, args.max_steps):
-                break
-        else:
-            epoch, batch_in_epoch = epoch + 1, 0
-            if saved_step != step:
-                save(f'end of epoch {epoch - 1}')
-    if saved_step != step:
-        save('end of training')
-    if writer:
-        writer.close()
+    while position.epoch < args.epoch_end and not reached(position.step, args.max_steps):
+        ended_by = train_epoch(run, dataset, valid_dataset, position, stop, batches_per_epoch)
+        if ended_by == 'interrupted':
+            return
+        if ended_by == 'end of epoch':
+            position.epoch, position.batch_in_epoch = position.epoch + 1, 0
+            if position.saved_step != position.step:
+                save(run, position, f'end of epoch {position.epoch - 1}')
+    if position.saved_step != position.step:
+        save(run, position, 'end of training')
+    if run.writer:
+        run.writer.close()
     if world_size > 1:
         dist.destroy_process_group()
+
+
+def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'StopRequest',
+                batches_per_epoch: int) -> str:
+    """Train from `position` on until the end of its epoch, --max-steps or a stop request, logging and saving
+    checkpoints on the way. Returns what ended it: 'end of epoch', 'max steps' or 'interrupted'."""
+    args = run.args
+    run.model.train()
+    dataset.set_epoch(position.epoch)
+    indices = epoch_indices(len(dataset), position.epoch, args.seed, run.rank, run.world_size)
+    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=indices[position.batch_in_epoch * args.batch_size:],
+                        num_workers=args.num_workers, pin_memory=run.device.type == 'cuda', drop_last=True,
+                        generator=torch.Generator().manual_seed(args.seed + position.epoch))
+    progress = tqdm(loader, initial=position.batch_in_epoch, total=batches_per_epoch, disable=run.rank != 0,
+                    desc=f'epoch {position.epoch}', dynamic_ncols=True)
+    for true_fgr, true_pha, true_bgr in progress:
+        true_fgr, true_pha, true_bgr = (x.to(run.device, non_blocking=True) for x in (true_fgr, true_pha, true_bgr))
+        true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
+        predictions, losses = train_step(run, position, true_src, true_pha, true_fgr)
+        position.step += 1
+        position.batch_in_epoch += 1
+        progress.set_postfix(step=position.step, loss=f"{losses['total'].item():.4f}")
+        log_step(run, position.step, losses, true_src, true_pha, predictions)
+        if valid_dataset is not None and position.step % args.log_valid_interval == 0:
+            if run.writer:
+                log_validation(run.writer, bare_model(run.model), valid_dataset, run.device, run.amp_dtype,
+                               position.step)
+            run.model.train()
+        if position.step % args.checkpoint_interval == 0:
+            save(run, position, 'checkpoint interval')
+        if stop.requested(run.device, run.world_size):
+            save(run, position, 'interrupted')
+            return 'interrupted'
+        if reached(position.step, args.max_steps):
+            return 'max steps'
+    return 'end of epoch'
+
+
+def train_step(run: Run, position: Position, true_src: torch.Tensor, true_pha: torch.Tensor,
+               true_fgr: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+    """One optimizer step on a batch: src/fgr (B, T, 3, H, W), pha (B, T, 1, H, W) in 0..1 on the device.
+    Returns (pred_pha, pred_fgr, pred_err) and the losses; UserError when the loss is not finite."""
+    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+        pred_pha, pred_fgr, pred_err, _, _ = run.model(true_src)
+    losses = matting_loss(pred_pha.float(), pred_fgr.float(), pred_err.float(), true_pha, true_fgr)
+    if not torch.isfinite(losses['total']):
+        raise UserError(f"the loss became {losses['total'].item()} at step {position.step + 1} "
+                        f"(epoch {position.epoch}): no checkpoint written; lower the learning rates or try --no-amp")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(losses['total']).backward()
+    if run.args.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.args.grad_clip)
+    factor = lr_factor(position.step, run.args.warmup_steps, run.total_steps, run.args.lr_schedule)
+    for group in run.optimizer.param_groups:
+        group['lr'] = group['base_lr'] * factor
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return (pred_pha, pred_fgr, pred_err), losses
+
+
+def log_step(run: Run, step: int, losses: dict[str, torch.Tensor], true_src: torch.Tensor, true_pha: torch.Tensor,
+             predictions: tuple[torch.Tensor, ...]) -> None:
+    """The losses and learning rates, and images, to TensorBoard at their intervals (rank 0 only)."""
+    if run.writer is None:
+        return
+    if step % run.args.log_train_loss_interval == 0:
+        for name, value in losses.items():
+            run.writer.add_scalar(f'train/loss_{name}', value.item(), step)
+        for group, name in zip(run.optimizer.param_groups, ('backbone', 'aspp', 'decoder')):
+            run.writer.add_scalar(f'train/lr_{name}', group['lr'], step)
+    if step % run.args.log_train_images_interval == 0:
+        log_images(run.writer, 'train', step, true_src, true_pha, *predictions)
+
+
+def save(run: Run, position: Position, reason: str) -> None:
+    """A checkpoint of `position` (written by rank 0), after checking the weights are finite and, under torchrun,
+    the same in every process; UserError otherwise."""
+    position.saved_step = position.step
+    if not all(torch.isfinite(parameter).all() for parameter in run.model.parameters()):
+        raise UserError(f'the weights became non-finite by step {position.step} (epoch {position.epoch}): no '
+                        f'checkpoint written; lower the learning rates or try --no-amp')
+    agreement = f', {run.world_size} replicas agree on the weights' if run.world_size > 1 else ''
+    if run.world_size > 1:
+        check_replicas_agree(run.model, run.world_size)
+    if run.rank == 0:
+        path = save_checkpoint(run.checkpoint_dir, bare_model(run.model), run.optimizer, run.scaler, run.args,
+                               position.epoch, position.step, position.batch_in_epoch)
+        tqdm.write(f'{reason}: saved {path}{agreement}')
+        if run.args.keep_checkpoints:
+            remove_old_checkpoints(run.checkpoint_dir, run.args.keep_checkpoints)
+
+
+def resume_or_initialise(args: argparse.Namespace, checkpoint_dir: str, model: MattingBase,
+                         optimizer: torch.optim.Optimizer, scaler, batches_per_epoch: int, verbose: bool) -> Position:
+    """Load what --resume, --model-last-checkpoint or --model-pretrain-initialization name, and return where
+    training starts: a training checkpoint continues exactly (weights, optimizer, scaler, position, random
+    states); a bare state dict or an initialisation loads weights only."""
+    start = args.epoch_start * batches_per_epoch
+    position = Position(args.epoch_start, start, 0, start)
+    path = newest_checkpoint(checkpoint_dir) if args.resume else args.model_last_checkpoint
+    if args.resume and path is None:
+        print(f'--resume: no checkpoint in {checkpoint_dir}, starting from scratch')
+    if path:
+        checkpoint = read_checkpoint(path)
+        if is_training_checkpoint(checkpoint):
+            return continue_training(checkpoint, path, args.model_backbone, model, optimizer, scaler, verbose)
+        # A bare state dict, the original project's or BackgroundMattingV2's: loaded as the original loaded it.
+        load_weights(model, args.model_backbone, checkpoint, f'--model-last-checkpoint {path}', 'encoder', verbose)
+    elif args.model_pretrain_initialization == 'imagenet':
+        load_weights(model, args.model_backbone, imagenet_weights(args.model_backbone), 'the ImageNet weights',
+                     'any')
+    elif args.model_pretrain_initialization:
+        source = args.model_pretrain_initialization
+        load_weights(model, args.model_backbone, read_checkpoint(source),
+                     f'--model-pretrain-initialization {source}', 'any', verbose)
+    if reached(position.step, args.max_steps):
+        raise UserError(f'--max-steps {args.max_steps} counts all steps, and --epoch-start {args.epoch_start} '
+                        f'starts at step {position.step} ({batches_per_epoch} per epoch): give a larger --max-steps')
+    return position
+
+
+def continue_training(checkpoint: dict, path: str, backbone: str, model: MattingBase,
+                      optimizer: torch.optim.Optimizer, scaler, verbose: bool) -> Position:
+    """Restore a training checkpoint's weights, optimizer, scaler and random states; returns its position."""
+    load_weights(model, backbone, checkpoint, f'checkpoint {path}')
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    for group in optimizer.param_groups:  # a checkpoint from before the schedule flags: a constant rate
+        group.setdefault('base_lr', group['lr'])
+    if checkpoint['scaler']:  # empty when saved without AMP; an enabled GradScaler then starts afresh
+        scaler.load_state_dict(checkpoint['scaler'])
+    set_random_states(checkpoint['random_states'])
+    if verbose:
+        print(f"Continuing from {path}: epoch {checkpoint['epoch']}, step {checkpoint['step']}")
+    return Position(checkpoint['epoch'], checkpoint['step'], checkpoint['batch_in_epoch'], checkpoint['step'])
+
+
+def make_datasets(args: argparse.Namespace):
+    """The training split, and the valid split when --log-valid-interval asks for validation (else None)."""
+    dataset = make_dataset(args.dataset_name, 'train', args.seq_length, args.resolution, seed=args.seed,
+                           videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root,
+                           camouflage_strength=tuple(args.camouflage_strength))
+    valid_dataset = None
+    if args.log_valid_interval:
+        valid_dataset = make_dataset(args.dataset_name, 'valid', args.seq_length, args.resolution, seed=args.seed,
+                                     videomatte_root=args.videomatte_root, backgrounds_root=args.backgrounds_root,
+                                     synthetic_clips=args.synthetic_clips)
+    return dataset, valid_dataset
+
+
+def check_output_folders(args: argparse.Namespace, checkpoint_dir: str, log_dir: str) -> None:
+    """UserError for an unusable --checkpoint-dir or --log-dir, checked before training: an unwritable folder must
+    not cost a run's first thousand steps. Every rank checks, so that under torchrun all of them stop alike."""
+    check_output_folder(checkpoint_dir, '--checkpoint-dir')
+    check_output_folder(log_dir, '--log-dir')
+    if args.keep_checkpoints and not args.resume and checkpoints_oldest_first(checkpoint_dir):
+        raise UserError(f'--checkpoint-dir {checkpoint_dir} holds checkpoints of an earlier run, which '
+                        f'--keep-checkpoints would keep in place of this run\'s: pass --resume to continue that run, '
+                        f'or choose another --checkpoint-dir')
+
+
+def mixed_precision_dtype(amp_flag: bool | None, device: torch.device) -> torch.dtype | None:
+    """autocast's dtype for --amp (default: on with CUDA), or None without mixed precision; DeviceError for --amp
+    on a CPU without bfloat16 instructions, where it would be slower."""
+    if not (amp_flag if amp_flag is not None else device.type == 'cuda'):
+        return None
+    dtype = low_precision_dtype(device)
+    if dtype is None:
+        raise DeviceError(f'--amp: {device_name(device)} has no bfloat16 instructions (oneDNN reports none), so mixed '
+                          f'precision would be slower: drop --amp')
+    return dtype
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -274,21 +362,21 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Exit with one line for a count or interval out of range, before anything runs."""
+    """UserError for a count or interval out of range, before anything runs."""
     if args.batch_size < 1 or args.seq_length < 1 or args.batch_size * args.seq_length < 2:
         # Training BatchNorm needs more than one value per channel, and ASPP's image pooling has one per frame.
-        sys.exit('error: --batch-size and --seq-length must be at least 1, and --batch-size x --seq-length at least 2')
+        raise UserError('--batch-size and --seq-length must be at least 1, and --batch-size x --seq-length at least 2')
     if args.num_workers < 0 or args.keep_checkpoints < 0 or args.log_valid_interval < 0:
-        sys.exit('error: --num-workers, --keep-checkpoints and --log-valid-interval (0: no validation) must be 0 '
+        raise UserError('--num-workers, --keep-checkpoints and --log-valid-interval (0: no validation) must be 0 '
                  'or more')
     if min(args.log_train_loss_interval, args.log_train_images_interval, args.checkpoint_interval) < 1:
-        sys.exit('error: --log-train-loss-interval, --log-train-images-interval and --checkpoint-interval must be '
+        raise UserError('--log-train-loss-interval, --log-train-images-interval and --checkpoint-interval must be '
                  'at least 1')
     bad_clips = args.synthetic_clips is not None and args.synthetic_clips < 1
     if args.warmup_steps < 0 or args.grad_clip < 0 or bad_clips:
-        sys.exit('error: --warmup-steps and --grad-clip must be 0 or more, --synthetic-clips at least 1')
+        raise UserError('--warmup-steps and --grad-clip must be 0 or more, --synthetic-clips at least 1')
     if args.epoch_start < 0 or (args.max_steps is not None and args.max_steps < 1):
-        sys.exit('error: --epoch-start must be 0 or more and --max-steps at least 1')
+        raise UserError('--epoch-start must be 0 or more and --max-steps at least 1')
 
 
 def setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
@@ -318,55 +406,11 @@ def check_replicas_agree(model: torch.nn.Module, world_size: int) -> None:
     gathered = [torch.zeros_like(checksum) for _ in range(world_size)]
     dist.all_gather(gathered, checksum)
     if any(not torch.equal(other, gathered[0]) for other in gathered):
-        raise SystemExit(f'error: the {world_size} processes hold different weights: {[g.item() for g in gathered]}')
+        raise UserError(f'the {world_size} processes hold different weights: {[g.item() for g in gathered]}')
 
 
-def make_grad_scaler(enabled: bool):
-    """A GradScaler for fp16 on CUDA (a no-op when disabled); torch.amp.GradScaler from torch 2.3 on."""
-    if hasattr(torch.amp, 'GradScaler'):
-        return torch.amp.GradScaler('cuda', enabled=enabled)
-    return torch.cuda.amp.GradScaler(enabled=enabled)
-
-
-def initialise(model: MattingBase, backbone: str, source: str, verbose: bool) -> None:
-    """--model-pretrain-initialization: 'imagenet', or a checkpoint file (BackgroundMattingV2, DeepLabV3 or ours)."""
-    if source == 'imagenet':
-        load_imagenet_backbone(model, backbone)
-        return
-    load_matching_tensors(model, backbone, read_checkpoint(source), f'--model-pretrain-initialization {source}',
-                          verbose)
-
-
-def load_encoder_and_matching_tensors(model: MattingBase, backbone: str, checkpoint: dict, path: str,
-                                      verbose: bool) -> None:
-    """A bare --model-last-checkpoint: the matching tensors, of which the whole encoder (backbone and ASPP) must be,
-    as in this project's, the original project's and BackgroundMattingV2's state dicts; CheckpointError otherwise."""
-    what = f'--model-last-checkpoint {path}'
-    report = load_matching_tensors(model, backbone, checkpoint, what, verbose)
-    # A whole encoder implies backbone_of found this backbone: its identifying tensors are among those loaded.
-    loaded = set(report['loaded']) | set(report['source_channels'])
-    encoder = [name for name in model.state_dict() if name.startswith(('backbone.', 'aspp.'))]
-    missing = [name for name in encoder if name not in loaded]
-    if missing:
-        raise CheckpointError(f'{what} is not a checkpoint of this model or of BackgroundMattingV2 (its encoder lacks '
-                              f'{len(missing)} of {len(encoder)} tensors, e.g. {missing[:2]}); to load only the '
-                              f'tensors that match, pass it to --model-pretrain-initialization')
-
-
-def load_matching_tensors(model: MattingBase, backbone: str, checkpoint: dict, what: str, verbose: bool) -> dict:
-    """Copy the tensors of `checkpoint` that match the model by name and shape (printing how many if verbose) and
-    return load_matched_state_dict's report. CheckpointError, whose message starts with `what` (the flag and file),
-    for another backbone's checkpoint or no matching tensor."""
-    found = backbone_of(unwrap_state_dict(checkpoint))
-    if found is not None and found != backbone:
-        raise CheckpointError(f'{what} was made with backbone {found}, but --model-backbone is {backbone}')
-    report = load_matched_state_dict(model, checkpoint, print_stats=verbose)
-    if not report['loaded']:
-        raise CheckpointError(f'{what}: no tensor matches this model')
-    return report
-
-
-def unwrap(model: torch.nn.Module) -> MattingBase:
+def bare_model(model: nn.Module) -> MattingBase:
+    """The model itself, without the DistributedDataParallel wrapper of torchrun."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
@@ -394,66 +438,18 @@ class StopRequest:
         return bool(flag.item())
 
 
-def random_states() -> dict:
-    states = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
-    if torch.cuda.is_available():
-        states['cuda'] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_random_states(states: dict) -> None:
-    torch.set_rng_state(states['torch'])
-    np.random.set_state(states['numpy'])
-    random.setstate(states['python'])
-    if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states['cuda'])
-
-
-def save_checkpoint(folder: str, model: MattingBase, optimizer, scaler, args: argparse.Namespace,
-                    epoch: int, step: int, batch_in_epoch: int) -> str:
-    """Write everything needed to continue training exactly, atomically, as <folder>/epoch-E-iter-S.pth."""
-    path = os.path.join(folder, f'epoch-{epoch}-iter-{step}.pth')
-    checkpoint = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
-                  'epoch': epoch, 'step': step, 'batch_in_epoch': batch_in_epoch, 'args': vars(args),
-                  'backbone': args.model_backbone, 'random_states': random_states()}
-    with atomic_write(path) as file:
-        torch.save(checkpoint, file)
-    return path
-
-
-def checkpoints_oldest_first(folder: str) -> list[str]:
-    """The epoch-E-iter-S.pth files of `folder`, ordered by epoch, then step."""
-    found = sorted((tuple(int(number) for number in CHECKPOINT_NAME.search(path).groups()), path)
-                   for path in glob.glob(os.path.join(folder, '*.pth')) if CHECKPOINT_NAME.search(path))
-    return [path for _, path in found]
-
-
-def remove_old_checkpoints(folder: str, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints of `folder`."""
-    for path in checkpoints_oldest_first(folder)[:-keep]:
-        os.remove(path)
-
-
-def newest_checkpoint(folder: str) -> str | None:
-    """The newest checkpoint in `folder`, or None."""
-    found = checkpoints_oldest_first(folder)
-    return found[-1] if found else None
-
-
 def log_images(writer: SummaryWriter, tag: str, step: int, true_src: torch.Tensor, true_pha: torch.Tensor,
                pred_pha: torch.Tensor, pred_fgr: torch.Tensor, pred_err: torch.Tensor) -> None:
     """Grids of the first sequence of the batch: frames side by side; tensors (B, T, C, H, W) in 0..1."""
-    green = torch.tensor([120 / 255, 1.0, 155 / 255], device=pred_fgr.device).view(1, 1, 3, 1, 1)
-    composite = pred_fgr * pred_pha + green * (1 - pred_pha)
     images = {'true_src': true_src, 'true_pha': true_pha, 'pred_pha': pred_pha, 'pred_fgr': pred_fgr,
-              'pred_err': pred_err, 'pred_com': composite}
+              'pred_err': pred_err, 'pred_com': green_screen_composite(pred_fgr, pred_pha)}
     for name, image in images.items():
         writer.add_image(f'{tag}/{name}', make_grid(image[0].detach().float().clamp(0, 1), nrow=image.shape[1]), step)
 
 
 @torch.no_grad()
-def log_validation(writer: SummaryWriter, model: MattingBase, dataset, device: torch.device, use_amp: bool,
-                   amp_dtype: torch.dtype, step: int) -> None:
+def log_validation(writer: SummaryWriter, model: MattingBase, dataset, device: torch.device,
+                   amp_dtype: torch.dtype | None, step: int) -> None:
     """Loss, MAD and MSE over the valid split, each clip in order with the ConvLSTM state carried."""
     model.eval()
     totals, frames, state, previous_clip = {}, 0, None, None
@@ -462,7 +458,7 @@ def log_validation(writer: SummaryWriter, model: MattingBase, dataset, device: t
         if clip != previous_clip:
             state, previous_clip = None, clip
         true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             pred_pha, pred_fgr, pred_err, _, state = model(true_src, state)
         losses = matting_loss(pred_pha.float(), pred_fgr.float(), pred_err.float(), true_pha, true_fgr)
         time = true_src.shape[1]

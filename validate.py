@@ -22,12 +22,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import metrics
-from atomic_file import OutputFolderError, atomic_write, check_output_folder
+from atomic_file import atomic_write, check_output_folder
+from checkpoint import read_checkpoint
 from data_path import DATASETS
-from devices import DeviceError, open_device, reuse_freed_cpu_memory
-from dataset import DatasetError, make_dataset
+from dataset import make_dataset
+from devices import open_device, reuse_freed_cpu_memory
+from errors import UserError
+from images import green_screen_composite
 from model import BACKBONES, MattingBase
-from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint
+from model.utils import load_weights
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--dataset-name', required=True, choices=DATASETS, help='dataset to validate on')
@@ -63,23 +66,19 @@ parser.add_argument('--save-states', action='store_true',
 parser.add_argument('--state-module', type=int, default=3, choices=(1, 2, 3),
                     help='which ConvLSTM --save-states saves: 1 at 1/8, 2 at 1/4, 3 at 1/2 resolution')
 
-METRIC_NAMES = ('MAD', 'MSE', 'Grad', 'Conn', 'dtSSD')
-GREEN = (120 / 255, 1.0, 155 / 255)
-
-
 def main() -> None:
     args = parser.parse_args()
     try:
         validate(args)
-    except (DatasetError, CheckpointError, DeviceError, OutputFolderError) as error:
+    except UserError as error:
         sys.exit(f'error: {error}')
 
 
 def validate(args: argparse.Namespace) -> None:
     bad_clips = args.synthetic_clips is not None and args.synthetic_clips < 1
     if args.seq_length < 1 or args.reset_state_every < 0 or args.num_workers < 0 or bad_clips:
-        sys.exit('error: --seq-length and --synthetic-clips must be at least 1, --reset-state-every and --num-workers '
-                 'at least 0')
+        raise UserError('--seq-length and --synthetic-clips must be at least 1, --reset-state-every and --num-workers '
+                        'at least 0')
     check_output_folder(args.output_path, '--output-path')
     device = open_device(args.device)
     reuse_freed_cpu_memory(device)
@@ -88,7 +87,7 @@ def validate(args: argparse.Namespace) -> None:
                            backgrounds_root=args.backgrounds_root, synthetic_clips=args.synthetic_clips,
                            camouflage_strength=(args.camouflage_strength, args.camouflage_strength))
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
-    load_checkpoint_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), args.model_checkpoint)
+    load_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}')
     model = model.eval().to(device)
 
     rows = []
@@ -181,10 +180,8 @@ def format_value(value: float | None) -> str:
 def save_images(folder: str, frame: int, true_src: torch.Tensor, true_pha: torch.Tensor, pred_pha: torch.Tensor,
                 pred_fgr: torch.Tensor, pred_err: torch.Tensor) -> None:
     """One frame's images: src/fgr (3, H, W), mattes (H, W), all in 0..1."""
-    green = torch.tensor(GREEN, device=pred_fgr.device).view(3, 1, 1)
-    composite = pred_fgr * pred_pha + green * (1 - pred_pha)
     images = {'pred_pha': pred_pha, 'true_pha': true_pha, 'pred_err': pred_err, 'true_src': true_src,
-              'pred_com': composite}
+              'pred_com': green_screen_composite(pred_fgr, pred_pha)}
     for name, image in images.items():
         save_png(os.path.join(folder, name, f'{frame:06d}.png'), image)
 

@@ -19,10 +19,10 @@ import sys
 import torch
 
 from common import median_seconds
-from devices import DeviceError, device_name, low_precision_dtype, open_device, reuse_freed_cpu_memory
+from devices import (DeviceError, device_name, low_precision_dtype, make_grad_scaler, open_device,
+                     reuse_freed_cpu_memory)
 from loss import matting_loss
 from model import BACKBONES, MattingBase
-from train import make_grad_scaler
 
 VARIANTS = ('fp32', 'bf16', 'bf16-cl', 'fp32-compile', 'bf16-compile')
 

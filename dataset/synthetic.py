@@ -38,7 +38,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-STYLES = ('plain', 'camouflage')
+from data_path import SYNTHETIC_STYLES
+
+STYLES = tuple(SYNTHETIC_STYLES.values())
 SPLITS = ('train', 'valid', 'test')
 VIDEO_SPLITS = {'train': 'train', 'valid': 'test'}
 SUBPIXEL = 4  # OpenCV drawing keeps 4 fractional bits, so that slow motion is smooth, not in 1-pixel steps

@@ -1,6 +1,6 @@
 """VideoMatte240K-style clips with background images: sequences for training and validation.
 
-Layout (SPEC section 4): <videomatte_dir>/fgr/<clip>/<frame>.jpg and <videomatte_dir>/pha/<clip>/<frame>.jpg
+Layout (README, Data): <videomatte_dir>/fgr/<clip>/<frame>.jpg and <videomatte_dir>/pha/<clip>/<frame>.jpg
 with the same frame names, and background images <background_dir>/*.jpg. Names starting with '.' are
 ignored (extract_frames.py writes unfinished clips under such names).
 """
@@ -11,12 +11,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from errors import UserError
+from images import IMAGE_EXTENSIONS
+
 from .augmentation import MotionAugmentation, TrainFrameSampler, ValidFrameSampler, randint
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
-
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset on disk that cannot be used: the message names the path and what to do.
 
     A DataLoader worker's exception comes back to the main process with the worker's traceback as its

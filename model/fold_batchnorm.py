@@ -7,7 +7,7 @@ directly follows a convolution it can be merged into that convolution's weight a
 (torch.nn.utils.fusion.fuse_conv_bn_eval) and replaced by Identity: one pass over the feature map fewer, with
 the same outputs up to float rounding. channels_last (NHWC) is the layout cuDNN's tensor-core convolutions prefer.
 On the CPU it paid only while every large tensor was freshly page-faulted: with the allocator of
-devices.reuse_freed_cpu_memory it made MobileNetV2 10-11% slower and the ResNets 1-2% (benchmarks/bench_inference.py).
+devices.reuse_freed_cpu_memory it is slower there (README, Performance), so it is used on CUDA only.
 """
 import torch
 from torch import nn

@@ -17,6 +17,9 @@ from .refiner import Refiner
 from .resnet import ResNetEncoder
 
 BACKBONES = ('resnet50', 'resnet101', 'mobilenetv2')
+# Channels and stride (the frame size over the state's) of the ConvLSTM states (h1, c1), (h2, c2), (h3, c3): the
+# outputs of the decoder's three upsampling blocks.
+STATE_LAYOUT = [(128, 8), (64, 4), (48, 2)]
 
 
 def clamp_with_gradient(x: Tensor) -> Tensor:
@@ -46,7 +49,8 @@ class MattingBase(nn.Module):
             raise ValueError(f"unknown backbone '{backbone}': choose one of {', '.join(BACKBONES)}")
         self.aspp = ASPP(self.backbone.out_channels, [3, 6, 9])
         self.aspp.project[3].p = 0.1  # BackgroundMattingV2's ASPP dropout (torchvision's default is 0.5)
-        self.decoder = DecoderConvLSTM([256, 128, 64, 48, 37], self.backbone.feature_channels + [3], recurrent)
+        channels = [256, *(state_channels for state_channels, _ in STATE_LAYOUT), 37]
+        self.decoder = DecoderConvLSTM(channels, self.backbone.feature_channels + [3], recurrent)
 
     def decode(self, src: Tensor, state: Optional[list[State]]) -> tuple[Tensor, list[State]]:
         """src (B, T, 3, H, W) -> the decoder's raw output (B, T, 37, H, W) and the new ConvLSTM state."""

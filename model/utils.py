@@ -1,14 +1,15 @@
-"""Loading weights: checkpoints of this project, BackgroundMattingV2, DeepLabV3 and torchvision's ImageNet."""
-import os
-import pickle
+"""Loading weights into MattingBase / MattingRefine: one entry point, load_weights, for this project's checkpoints,
+the original project's and BackgroundMattingV2's state dicts, VainF's DeepLabV3 checkpoints and torchvision's
+ImageNet backbones."""
 import re
 import urllib.error
-import zipfile
 from collections.abc import Mapping
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
+
+from checkpoint import CheckpointError
 
 # DeepLabV3 checkpoints of VainF/DeepLabV3Plus-Pytorch: its ASPP sits in the classifier, and its MobileNetV2 splits
 # `features` into low_level_features (blocks 0-3) and high_level_features (blocks 4 on).
@@ -18,24 +19,62 @@ DEEPLAB_RENAMES = [
     (r'^backbone\.low_level_features\.(\d+)\.', lambda m: f'backbone.features.{int(m[1])}.'),
     (r'^backbone\.high_level_features\.(\d+)\.', lambda m: f'backbone.features.{int(m[1]) + 4}.'),
 ]
+REQUIREMENTS = ('all', 'encoder', 'any')
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, unreadable or made for another model."""
+def load_weights(model: nn.Module, backbone: str, checkpoint: Mapping, source: str, require: str = 'all',
+                 verbose: bool = False) -> dict:
+    """Load the weights of `checkpoint` into `model`, a MattingBase or MattingRefine built with `backbone`.
+
+    checkpoint: any form state_dict_of accepts; source: how errors name it (e.g. 'checkpoint PATH' or the flag and
+    file). require:
+        'all'      every tensor of the model but the refiner's, each with the model's shape (this project's and the
+                   original project's checkpoints: validation, inference, export, continuing training);
+        'encoder'  the tensors that match by name and shape, the whole encoder (backbone and ASPP) among them, as
+                   in this project's, the original project's and BackgroundMattingV2's state dicts;
+        'any'      the tensors that match by name and shape, at least one (initialisation).
+    Returns copy_matching_tensors' report (printed when verbose). Raises CheckpointError naming `source`, before
+    anything is loaded, for a checkpoint of another backbone, and for one that does not meet `require`.
+    """
+    if require not in REQUIREMENTS:
+        raise ValueError(f'require={require!r}: use one of {REQUIREMENTS}')
+    state_dict = state_dict_of(checkpoint)
+    recorded = checkpoint.get('backbone')  # train.py records it; bare state dicts reveal it by their tensors
+    found = recorded if isinstance(recorded, str) else backbone_of(state_dict)
+    if found is not None and found != backbone:
+        raise CheckpointError(f'{source} was made with backbone {found}, but the model is {backbone}: '
+                              f'pass --model-backbone {found}')
+    if require == 'all':
+        if found is None:
+            raise CheckpointError(f'{source} is not a MattingBase checkpoint (no backbone weights found)')
+        own = model.state_dict()
+        missing = [name for name in own if name not in state_dict and not name.startswith('refiner.')]
+        mismatched = [name for name in own if name in state_dict and state_dict[name].shape != own[name].shape]
+        if missing or mismatched:
+            raise CheckpointError(f'{source} does not fit this model: missing {missing[:3]}, '
+                                  f'other shapes {mismatched[:3]}')
+    report = copy_matching_tensors(model, state_dict, verbose)
+    loaded = set(report['loaded']) | set(report['source_channels'])
+    if not loaded:
+        raise CheckpointError(f'{source}: no tensor matches this model')
+    encoder = [name for name in model.state_dict() if name.startswith(('backbone.', 'aspp.'))]
+    lacking = [name for name in encoder if name not in loaded]
+    if require == 'encoder' and lacking:
+        raise CheckpointError(f'{source} is not a checkpoint of this model or of BackgroundMattingV2 (its encoder '
+                              f'lacks {len(lacking)} of {len(encoder)} tensors, e.g. {lacking[:2]}); to load only '
+                              f'the tensors that match, pass it to --model-pretrain-initialization')
+    return report
 
 
-def load_matched_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], print_stats: bool = True) -> dict:
-    """Copy into `model` every tensor of `state_dict` whose name and shape match; leave the rest as they are.
+def copy_matching_tensors(model: nn.Module, state_dict: Mapping[str, Tensor], verbose: bool = False) -> dict:
+    """Copy into `model` every tensor of `state_dict` (our module names) whose name and shape match; leave the rest.
 
-    Accepts this project's checkpoints, BackgroundMattingV2's and VainF's DeepLabV3 ones (see unwrap_state_dict).
     A BackgroundMattingV2 convolution that takes a background after the source (its first convolution, the
     decoder's last one, the refiner's) loads its source channels: the weights of the leading input channels.
-
-    Returns {'loaded': names copied whole, 'source_channels': names copied without their background
-    channels, 'missing': model names absent from the checkpoint, 'mismatched': names present with another
-    shape, 'unexpected': checkpoint names the model does not have}.
+    Returns {'loaded': names copied whole, 'source_channels': names copied without their background channels,
+    'missing': model names absent from state_dict, 'mismatched': names present with another shape, 'unexpected':
+    state_dict names the model does not have}, and prints their counts if verbose.
     """
-    state_dict = unwrap_state_dict(state_dict)
     report = {'loaded': [], 'source_channels': [], 'missing': [], 'mismatched': [], 'unexpected': []}
     own = model.state_dict()
     with torch.no_grad():
@@ -53,7 +92,7 @@ def load_matched_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], 
             else:
                 report['mismatched'].append(name)
     report['unexpected'] = [name for name in state_dict if name not in own]
-    if print_stats:
+    if verbose:
         print(f"Loaded {len(report['loaded']) + len(report['source_channels'])}/{len(own)} tensors "
               f"({len(report['source_channels'])} without background channels: {', '.join(report['source_channels']) or '-'}); "
               f"missing {len(report['missing'])}, shape mismatch {len(report['mismatched'])}, "
@@ -67,10 +106,10 @@ def takes_background_channels(source: Tensor, target: Tensor) -> bool:
             and source.shape[1] == target.shape[1] + 3)
 
 
-def unwrap_state_dict(checkpoint: Mapping) -> dict[str, Tensor]:
-    """The model's tensors from any supported checkpoint: a bare state dict (BackgroundMattingV2, the original
-    project), this project's training checkpoint {'model': ...}, VainF's DeepLabV3 {'model_state': ...} (renamed
-    to our module names), or a DistributedDataParallel state dict ('module.' prefix)."""
+def state_dict_of(checkpoint: Mapping) -> dict[str, Tensor]:
+    """The model's tensors, under our module names, from any supported checkpoint: a bare state dict
+    (BackgroundMattingV2, the original project), this project's training checkpoint {'model': ...}, VainF's
+    DeepLabV3 {'model_state': ...}, or a DistributedDataParallel state dict ('module.' prefix)."""
     for key in ('model', 'model_state', 'state_dict'):
         if isinstance(checkpoint.get(key), Mapping):
             checkpoint = checkpoint[key]
@@ -95,48 +134,10 @@ def backbone_of(state_dict: Mapping[str, Tensor]) -> Optional[str]:
     return None
 
 
-def read_checkpoint(path: str) -> dict:
-    """torch.load a checkpoint file onto the CPU, with one clear CheckpointError for a missing or corrupt file."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f'checkpoint {path} does not exist: check the path')
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, pickle.UnpicklingError) as error:
-        raise CheckpointError(f'checkpoint {path} is corrupt or truncated ({type(error).__name__}): '
-                              f'use another checkpoint or re-save it') from None
-    if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f'checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict')
-    return checkpoint
-
-
-def load_checkpoint_weights(model: nn.Module, backbone: str, checkpoint: Mapping, path: str) -> None:
-    """Load this project's (or the original project's) checkpoint strictly into `model`, built with `backbone`.
-
-    Raises CheckpointError naming both backbones when the checkpoint was made with another one, and naming the
-    differing tensors when it belongs to another model. The refiner's weights may be absent (a MattingBase
-    checkpoint loaded into MattingRefine): the refiner then keeps its initialisation.
-    """
-    state_dict = unwrap_state_dict(checkpoint)
-    found = backbone_of(state_dict)
-    if found is None:
-        raise CheckpointError(f'checkpoint {path} is not a MattingBase checkpoint (no backbone weights found)')
-    if found != backbone:
-        raise CheckpointError(f'checkpoint {path} was made with backbone {found}, '
-                              f'but the model is {backbone}: pass --model-backbone {found}')
-    own = model.state_dict()
-    missing = [name for name in own if name not in state_dict and not name.startswith('refiner.')]
-    mismatched = [name for name in own if name in state_dict and state_dict[name].shape != own[name].shape]
-    if missing or mismatched:
-        raise CheckpointError(f'checkpoint {path} does not fit this model: missing {missing[:3]}, '
-                              f'other shapes {mismatched[:3]}')
-    model.load_state_dict({name: state_dict[name] for name in own if name in state_dict}, strict=False)
-
-
-def load_imagenet_backbone(model: nn.Module, backbone: str) -> None:
-    """Load torchvision's ImageNet weights into model.backbone (downloads them once into the torch cache).
-
-    Raises CheckpointError with a clear message when they are not cached and cannot be downloaded.
-    """
+def imagenet_weights(backbone: str) -> dict[str, Tensor]:
+    """torchvision's ImageNet weights of `backbone`, named as MattingBase's backbone ('backbone.' prefix), for
+    load_weights(..., require='any'). Downloads them once into the torch cache; CheckpointError with what to do
+    when they are not cached and cannot be downloaded."""
     from torchvision.models import MobileNet_V2_Weights, ResNet50_Weights, ResNet101_Weights
     weights = {'resnet50': ResNet50_Weights.IMAGENET1K_V2, 'resnet101': ResNet101_Weights.IMAGENET1K_V2,
                'mobilenetv2': MobileNet_V2_Weights.IMAGENET1K_V2}[backbone]
@@ -146,4 +147,4 @@ def load_imagenet_backbone(model: nn.Module, backbone: str) -> None:
         raise CheckpointError(f'cannot download the ImageNet weights of {backbone} ({error}): connect to the '
                               f'internet once, or put {weights.url.rsplit("/", 1)[-1]} in the torch hub cache '
                               f'({torch.hub.get_dir()}/checkpoints)') from None
-    load_matched_state_dict(model.backbone, state_dict, print_stats=False)
+    return {f'backbone.{name}': tensor for name, tensor in state_dict.items()}

@@ -46,12 +46,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from atomic_file import atomic_write  # noqa: E402
 from dataset import make_dataset  # noqa: E402
-from devices import DeviceError, device_name, low_precision_dtype, open_device  # noqa: E402
+from checkpoint import newest_checkpoint, step_of  # noqa: E402
+from data_path import SYNTHETIC_STYLES  # noqa: E402
+from devices import device_name, low_precision_dtype, open_device  # noqa: E402
+from errors import UserError  # noqa: E402
+from metrics import ALPHA_METRICS  # noqa: E402
 from model import BACKBONES  # noqa: E402
-from train import CHECKPOINT_NAME, newest_checkpoint  # noqa: E402
 
-STYLES = {'plain': 'synthetic', 'camouflage': 'synthetic-camouflage'}  # style -> dataset name of data_path.py
-METRICS = ('MAD', 'MSE', 'Grad', 'Conn', 'dtSSD')
+STYLES = {style: name for name, style in SYNTHETIC_STYLES.items()}  # style -> dataset name
 WITH, RESET, WITHOUT = 'w/ ConvLSTM', 'w/ ConvLSTM, state reset every sequence', 'w/o ConvLSTM'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,33 +101,37 @@ parser.add_argument('--report-dir', default='report', help='folder of <name>.csv
 
 def main() -> None:
     args = parser.parse_args()
+    try:
+        ablate(args)
+    except UserError as error:
+        sys.exit(f'error: {error}')
+
+
+def ablate(args: argparse.Namespace) -> None:
     counts = (args.steps, args.camouflage_steps, args.jobs, args.batch_size, args.seq_length, args.valid_clips,
               args.test_clips)
     if min(counts) < 1 or args.resolution < 32 or min(args.warmup_steps, args.curve_points, args.grad_clip) < 0:
-        sys.exit('error: --steps, --camouflage-steps, --jobs, --batch-size, --seq-length, --valid-clips and '
-                 '--test-clips must be at least 1, --warmup-steps, --curve-points and --grad-clip at least 0, '
-                 '--resolution at least 32')
+        raise UserError('--steps, --camouflage-steps, --jobs, --batch-size, --seq-length, --valid-clips and '
+                        '--test-clips must be at least 1, --warmup-steps, --curve-points and --grad-clip at least 0, '
+                        '--resolution at least 32')
     if not 0 <= args.camouflage_strength[0] <= args.camouflage_strength[1] <= 1 \
             or not all(0 <= strength <= 1 for strength in args.test_strengths):
-        sys.exit('error: --camouflage-strength LOW HIGH: use 0 <= LOW <= HIGH <= 1; --test-strengths within 0..1')
-    try:
-        device = open_device(args.device)
-    except DeviceError as error:
-        sys.exit(f'error: {error}')
+        raise UserError('--camouflage-strength LOW HIGH: use 0 <= LOW <= HIGH <= 1; --test-strengths within 0..1')
+    device = open_device(args.device)
     if args.amp and low_precision_dtype(device) is None:
-        sys.exit(f'error: --amp: {device_name(device)} has no bfloat16 instructions: drop --amp')
+        raise UserError(f'--amp: {device_name(device)} has no bfloat16 instructions: drop --amp')
     args.amp = low_precision_dtype(device) is not None if args.amp is None else args.amp
     if os.path.exists(args.report_dir) and not os.path.isdir(args.report_dir):
-        sys.exit(f'error: --report-dir {args.report_dir} is a file: choose a folder')
+        raise UserError(f'--report-dir {args.report_dir} is a file: choose a folder')
     styles = [style for style in STYLES if style in args.styles]  # plain first: camouflage may start from it
-    lanes = [(seed, recurrent) for seed in args.seeds for recurrent in (True, False)]
+    models = [(seed, recurrent) for seed in args.seeds for recurrent in (True, False)]
     started = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(train_lane, args, styles, *lane) for lane in lanes]
+        futures = [pool.submit(train_through_styles, args, styles, *model) for model in models]
         try:
             runs = [run for future in futures for run in future.result()]
         except BaseException:
-            pool.shutdown(cancel_futures=True)  # lanes not yet started; the running ones finish their script
+            pool.shutdown(cancel_futures=True)  # models not yet started; the running ones finish their script
             raise
     in_table = [run for run in runs if run['in_table']]
     table, differences = summarise(in_table, styles), paired_differences(in_table, styles)
@@ -136,36 +142,37 @@ def main() -> None:
     print(f'wrote {os.path.join(args.report_dir, args.name)}.csv, .md and .json')
 
 
-def train_lane(args: argparse.Namespace, styles: list[str], seed: int, recurrent: bool) -> list[dict]:
+def train_through_styles(args: argparse.Namespace, styles: list[str], seed: int, recurrent: bool) -> list[dict]:
     """One model (w/ or w/o ConvLSTM) and seed through the styles in order; camouflage starts from the plain
     checkpoint (a curriculum: figures first, then figures that only motion reveals) unless --camouflage-from-scratch
     or plain is not among the styles."""
     results, initialisation = [], None
     for style in styles:
-        evaluations, checkpoint = train_and_validate(args, style, seed, recurrent, initialisation)
-        results += evaluations
+        checkpoint, record = train_run(args, style, seed, recurrent, initialisation)
+        results += test_run(args, style, seed, recurrent, checkpoint, record)
         if style == 'plain' and not args.camouflage_from_scratch:
             initialisation = checkpoint
     return results
 
 
-def run_name(style: str, seed: int, recurrent: bool) -> str:
-    return f"{style}-{'with' if recurrent else 'without'}-convlstm-seed{seed}"
+def run_folders(args: argparse.Namespace, style: str, seed: int, recurrent: bool) -> tuple[str, str, str, str]:
+    """(run name, checkpoint folder, TensorBoard folder, output folder) of one run."""
+    name = f"{style}-{'with' if recurrent else 'without'}-convlstm-seed{seed}"
+    return (name, os.path.join(args.checkpoint_root, args.name, name), os.path.join(args.log_root, args.name, name),
+            os.path.join(args.output_root, args.name, name))
 
 
-def train_and_validate(args: argparse.Namespace, style: str, seed: int, recurrent: bool,
-                       initialisation: str | None) -> tuple[list[dict], str]:
-    """Train one run (or finish it), from the checkpoint `initialisation` if given, and evaluate it on the test
-    split: one result per evaluation, with paths, the mean metrics and the run's learning curve; and the path of the
-    trained checkpoint."""
-    name = run_name(style, seed, recurrent)
-    checkpoint_dir = os.path.join(args.checkpoint_root, args.name, name)
-    log_dir = os.path.join(args.log_root, args.name, name)
-    output_dir = os.path.join(args.output_root, args.name, name)
+def threads_per_run(args: argparse.Namespace) -> str | None:
+    """OMP_NUM_THREADS of each script on the CPU: the cores shared among the --jobs runs at once."""
+    return str(max(1, (os.cpu_count() or 1) // args.jobs)) if args.device == 'cpu' else None
+
+
+def train_run(args: argparse.Namespace, style: str, seed: int, recurrent: bool,
+              initialisation: str | None) -> tuple[str, dict]:
+    """Train one run (or finish it), from the checkpoint `initialisation` if given, through train.py. Returns its
+    final checkpoint and its training record {'settings': how it was trained, 'minutes': time spent training}."""
+    name, checkpoint_dir, log_dir, output_dir = run_folders(args, style, seed, recurrent)
     os.makedirs(output_dir, exist_ok=True)
-    threads = str(max(1, (os.cpu_count() or 1) // args.jobs)) if args.device == 'cpu' else None
-    ablation = [] if recurrent else ['--without-convlstm']
-    start = ['--model-pretrain-initialization', initialisation] if initialisation else []
     steps = args.camouflage_steps if style == 'camouflage' else args.steps
     curve_interval = max(1, steps // args.curve_points) if args.curve_points else 0
 
@@ -181,33 +188,42 @@ def train_and_validate(args: argparse.Namespace, style: str, seed: int, recurren
                 'initialised_from': initialisation and repo_path(initialisation)}
     record = read_record(record_path)
     if record is not None and record['settings'] != settings:
-        raise SystemExit(f'error: {checkpoint_dir} holds a run trained with other settings ({record["settings"]}): '
-                         f'choose another --name, or delete it and {output_dir}')
+        raise UserError(f'{checkpoint_dir} holds a run trained with other settings ({record["settings"]}): '
+                        f'choose another --name, or delete it and {output_dir}')
     checkpoint = newest_checkpoint(checkpoint_dir)
-    if checkpoint is None or int(CHECKPOINT_NAME.search(checkpoint)[2]) < steps:
-        started = time.time()
-        run_script(os.path.join(output_dir, 'train.log'), threads, [
-            'train.py', '--dataset-name', STYLES[style], '--model-backbone', args.model_backbone,
-            '--model-name', name, '--resolution', str(args.resolution), '--batch-size', str(args.batch_size),
-            '--seq-length', str(args.seq_length), '--max-steps', str(steps), '--epoch-end', str(10 ** 9),
-            '--lr-backbone', str(args.lr), '--lr-aspp', str(args.lr), '--lr-decoder', str(args.lr),
-            '--lr-schedule', 'cosine', '--warmup-steps', str(args.warmup_steps), '--grad-clip', str(args.grad_clip),
-            '--amp' if args.amp else '--no-amp',
-            '--seed', str(seed), '--device', args.device, '--num-workers', str(args.num_workers),
-            '--checkpoint-dir', checkpoint_dir, '--log-dir', log_dir, '--resume',
-            '--log-train-loss-interval', str(max(1, steps // 100)), '--log-valid-interval', str(curve_interval),
-            '--synthetic-clips', str(args.valid_clips),
-            '--camouflage-strength', *(str(value) for value in args.camouflage_strength),
-            '--log-train-images-interval', str(steps), '--checkpoint-interval', str(max(1, steps // 4)),
-            '--keep-checkpoints', '1', *ablation, *start])
-        checkpoint = newest_checkpoint(checkpoint_dir)
-        record = {'settings': settings, 'minutes': (record or {'minutes': 0})['minutes'] + (time.time() - started) / 60}
-        with atomic_write(record_path, 'w') as file:
-            json.dump(record, file)
-    elif record is None:
-        raise SystemExit(f'error: {checkpoint} is finished but {record_path} is missing, so how it was trained is '
-                         f'unknown: choose another --name, or delete {checkpoint_dir} and {output_dir}')
+    if checkpoint is not None and step_of(checkpoint) >= steps:
+        if record is None:
+            raise UserError(f'{checkpoint} is finished but {record_path} is missing, so how it was trained is '
+                            f'unknown: choose another --name, or delete {checkpoint_dir} and {output_dir}')
+        return checkpoint, record
+    started = time.time()
+    run_script(os.path.join(output_dir, 'train.log'), threads_per_run(args), [
+        'train.py', '--dataset-name', STYLES[style], '--model-backbone', args.model_backbone,
+        '--model-name', name, '--resolution', str(args.resolution), '--batch-size', str(args.batch_size),
+        '--seq-length', str(args.seq_length), '--max-steps', str(steps), '--epoch-end', str(10 ** 9),
+        '--lr-backbone', str(args.lr), '--lr-aspp', str(args.lr), '--lr-decoder', str(args.lr),
+        '--lr-schedule', 'cosine', '--warmup-steps', str(args.warmup_steps), '--grad-clip', str(args.grad_clip),
+        '--amp' if args.amp else '--no-amp',
+        '--seed', str(seed), '--device', args.device, '--num-workers', str(args.num_workers),
+        '--checkpoint-dir', checkpoint_dir, '--log-dir', log_dir, '--resume',
+        '--log-train-loss-interval', str(max(1, steps // 100)), '--log-valid-interval', str(curve_interval),
+        '--synthetic-clips', str(args.valid_clips),
+        '--camouflage-strength', *(str(value) for value in args.camouflage_strength),
+        '--log-train-images-interval', str(steps), '--checkpoint-interval', str(max(1, steps // 4)),
+        '--keep-checkpoints', '1', *([] if recurrent else ['--without-convlstm']),
+        *(['--model-pretrain-initialization', initialisation] if initialisation else [])])
+    record = {'settings': settings, 'minutes': (record or {'minutes': 0})['minutes'] + (time.time() - started) / 60}
+    with atomic_write(record_path, 'w') as file:
+        json.dump(record, file)
+    return newest_checkpoint(checkpoint_dir), record
 
+
+def test_run(args: argparse.Namespace, style: str, seed: int, recurrent: bool, checkpoint: str,
+             record: dict) -> list[dict]:
+    """Evaluate a trained run on the style's test split through validate.py: one result per evaluation (w/ ConvLSTM
+    also with the state reset every --seq-length frames; camouflage at every --test-strengths value), with paths,
+    the mean metrics and the run's learning curve."""
+    name, checkpoint_dir, log_dir, output_dir = run_folders(args, style, seed, recurrent)
     curve = learning_curve(log_dir)
     # (model, state reset every, camouflage strength, output suffix): the table's strength first, then the others.
     strengths = args.test_strengths if style == 'camouflage' else [1.0]
@@ -218,12 +234,12 @@ def train_and_validate(args: argparse.Namespace, style: str, seed: int, recurren
     results = []
     for model, reset_every, strength, suffix in evaluations:
         metrics_dir = output_dir + suffix
-        run_script(os.path.join(output_dir, f'validate{suffix}.log'), threads, [
+        run_script(os.path.join(output_dir, f'validate{suffix}.log'), threads_per_run(args), [
             'validate.py', '--dataset-name', STYLES[style], '--split', 'test', '--synthetic-clips',
             str(args.test_clips), '--model-backbone', args.model_backbone,
             '--model-checkpoint', checkpoint, '--output-path', metrics_dir, '--seq-length', str(args.seq_length),
             '--reset-state-every', str(reset_every), '--resolution', str(args.resolution), '--device', args.device,
-            '--camouflage-strength', str(strength), *ablation])
+            '--camouflage-strength', str(strength), *([] if recurrent else ['--without-convlstm'])])
         with open(os.path.join(metrics_dir, 'metrics.json')) as file:
             mean = json.load(file)['mean']
         results.append({'style': style, 'dataset': STYLES[style], 'model': model, 'seed': seed,
@@ -232,13 +248,14 @@ def train_and_validate(args: argparse.Namespace, style: str, seed: int, recurren
                         'without_convlstm': not recurrent, 'reset_state_every': reset_every,
                         'checkpoint': repo_path(checkpoint), 'log_dir': repo_path(log_dir),
                         'metrics': repo_path(os.path.join(metrics_dir, 'metrics.json')),
-                        'initialised_from': settings['initialised_from'],
-                        'train_minutes': round(record['minutes'], 2), 'mean': {key: mean[key] for key in METRICS},
+                        'initialised_from': record['settings']['initialised_from'],
+                        'train_minutes': round(record['minutes'], 2),
+                        'mean': {key: mean[key] for key in ALPHA_METRICS},
                         'valid_mad_curve': curve if model != RESET and strength == strengths[0] else []})
     print(f"{name}: trained in {record['minutes']:.1f} min; test MAD " + ', '.join(
         f"{result['model']}" + (f" (strength {result['camouflage_strength']:g})" if style == 'camouflage' else '')
         + f" {result['mean']['MAD']:.2f}" for result in results), flush=True)
-    return results, checkpoint
+    return results
 
 
 def learning_curve(log_dir: str) -> list[list[float]]:
@@ -281,7 +298,7 @@ def repo_path(path: str) -> str:
 
 def run_script(log_path: str, threads: str | None, command: list[str]) -> None:
     """Run a script of the repository with this Python, its output appended to log_path (a resumed run keeps
-    the earlier output); SystemExit if it fails."""
+    the earlier output); UserError naming its log if it fails."""
     environment = dict(os.environ, **({'OMP_NUM_THREADS': threads} if threads else {}))
     with open(log_path, 'a') as log:
         completed = subprocess.run([sys.executable, os.path.join(REPO, command[0]), *command[1:]],
@@ -289,8 +306,8 @@ def run_script(log_path: str, threads: str | None, command: list[str]) -> None:
     if completed.returncode != 0:
         with open(log_path) as log:
             last_line = (log.read().strip().splitlines() or [''])[-1]
-        raise SystemExit(f'error: {command[0]} failed (exit {completed.returncode}): {last_line}\n'
-                         f'its whole output: {log_path}')
+        raise UserError(f'{command[0]} failed (exit {completed.returncode}): {last_line}\n'
+                        f'its whole output: {log_path}')
 
 
 def summarise(runs: list[dict], styles: list[str]) -> list[dict]:
@@ -301,7 +318,7 @@ def summarise(runs: list[dict], styles: list[str]) -> list[dict]:
         for model in (WITH, RESET, WITHOUT):
             seeds = [run for run in runs if run['style'] == style and run['model'] == model]
             row = {'style': style, 'model': model, 'seeds': len(seeds)}
-            for metric in METRICS:
+            for metric in ALPHA_METRICS:
                 row[metric], row[f'{metric}_std'] = mean_and_std(
                     [run['mean'][metric] for run in seeds if run['mean'][metric] is not None])
             table.append(row)
@@ -355,12 +372,12 @@ def mean_and_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def markdown_table(table: list[dict], differences: list[dict], dose: list[dict], empty: dict[str, float]) -> str:
-    lines = ['| style | model | seeds | ' + ' | '.join(METRICS) + ' |', '| --- | --- | --- |' + ' --- |' * len(METRICS)]
+    lines = ['| style | model | seeds | ' + ' | '.join(ALPHA_METRICS) + ' |', '| --- | --- | --- |' + ' --- |' * len(ALPHA_METRICS)]
     for row in table:
-        cells = [format_cell(row[metric], row[f'{metric}_std']) for metric in METRICS]
+        cells = [format_cell(row[metric], row[f'{metric}_std']) for metric in ALPHA_METRICS]
         lines.append(f"| {row['style']} | {row['model']} | {row['seeds']} | " + ' | '.join(cells) + ' |')
     for style, mad in empty.items():
-        lines.append(f'| {style} | empty matte (alpha 0) | - | {mad:.2f} |' + ' |' * (len(METRICS) - 1))
+        lines.append(f'| {style} | empty matte (alpha 0) | - | {mad:.2f} |' + ' |' * (len(ALPHA_METRICS) - 1))
     lines += ['', 'Paired by seed (w/ minus w/o ConvLSTM, same seed; negative favours the memory):', '',
               '| style | seeds | MAD difference | MAD ratio | dtSSD difference | MAD carried minus reset | '
               'MAD ratio per seed |', '| --- | --- | --- | --- | --- | --- | --- |']

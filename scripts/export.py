@@ -13,12 +13,8 @@ With --without-convlstm the state is unused (the ONNX graph then takes src alone
 
 The file is traced on random frames of --resolution, then run (torch.jit.load, or onnxruntime for ONNX) on two
 chunks of a random clip at that size and at another batch and size, and compared with PyTorch; it is written
-(atomically) only when every difference is within --tolerance. ONNX uses the TorchScript-based exporter, which
-works on torch 2.1 to 2.14 (newer torch defaults to the dynamo exporter, which needs onnxscript); it needs
-`pip install onnx onnxruntime`.
-Without --model-checkpoint the weights are random, to try the export itself; untrained ResNet101's deepest
-features reach ~5e4, so float32 rounding alone differs by ~6e-4 there: export a trained checkpoint, or raise
---tolerance, to check ResNet101.
+(atomically) only when every difference is within --tolerance. ONNX needs `pip install onnx onnxruntime`.
+Without --model-checkpoint the weights are random, to try the export itself.
 """
 import argparse
 import importlib.util
@@ -35,8 +31,11 @@ from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from atomic_file import OutputFolderError, atomic_write, check_output_folder  # noqa: E402
+from checkpoint import read_checkpoint  # noqa: E402
+from errors import UserError  # noqa: E402
 from model import BACKBONES, MattingBase  # noqa: E402
-from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint  # noqa: E402
+from model.model import STATE_LAYOUT  # noqa: E402
+from model.utils import load_weights  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder')
@@ -53,10 +52,9 @@ parser.add_argument('--opset', type=int, default=17, help='ONNX opset version')
 parser.add_argument('--tolerance', type=float, default=1e-4, help='largest accepted difference from PyTorch')
 
 STATE_NAMES = ['h1', 'c1', 'h2', 'c2', 'h3', 'c3']
-STATE_LAYOUT = [(128, 8), (64, 4), (48, 2)]  # channels and stride of (h1, c1), (h2, c2), (h3, c3)
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """An export that cannot be made or does not match PyTorch: the message says what to do."""
 
 
@@ -85,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         export_model(args)
-    except (ExportError, CheckpointError) as error:
+    except UserError as error:
         sys.exit(f'error: {error}')
 
 
@@ -107,8 +105,8 @@ def export_model(args: argparse.Namespace) -> None:
         raise ExportError(f"ONNX export needs {' and '.join(missing)}: pip install {' '.join(missing)}")
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm).eval()
     if args.model_checkpoint:
-        load_checkpoint_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint),
-                                args.model_checkpoint)
+        load_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint),
+                     f'checkpoint {args.model_checkpoint}')
     wrapper = ExplicitStateMatting(model).eval()
     torch.manual_seed(0)
     example = (torch.rand(1, args.seq_length, 3, height, width), *zero_state(1, height, width))

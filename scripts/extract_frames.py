@@ -3,8 +3,8 @@
     python scripts/extract_frames.py /data/VideoMatte240K /data/VideoMatte240KFrames --workers 8
 
 Reads every split folder of SOURCE that holds fgr/ and pha/ videos (<split>/fgr/<clip>.mp4 and
-<split>/pha/<clip>.mp4) and writes DESTINATION/<split>/fgr/<clip>/<frame>.jpg and .../pha/... (SPEC
-section 4; alpha as grayscale JPEG). The split VideoMatte240K names test is written as valid.
+<split>/pha/<clip>.mp4) and writes DESTINATION/<split>/fgr/<clip>/<frame>.jpg and .../pha/... (the
+layout of README's Data section; alpha as grayscale JPEG). The split VideoMatte240K names test is written as valid.
 Resumable: a clip is written under a hidden name and renamed when both its fgr and pha are complete,
 so a rerun skips complete clips and redoes unfinished ones. fgr and pha of a clip must have the same
 number of frames.
@@ -19,7 +19,8 @@ import cv2
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from atomic_file import OutputFolderError, check_output_folder  # noqa: E402
+from atomic_file import check_output_folder  # noqa: E402
+from errors import UserError  # noqa: E402
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.avi', '.mkv', '.webm')
 SPLIT_NAMES = {'test': 'valid'}
@@ -32,7 +33,7 @@ parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
 parser.add_argument('--quality', type=int, default=95, help='JPEG quality of the frames, 1-100')
 
 
-class ExtractError(Exception):
+class ExtractError(UserError):
     """A video or folder that cannot be extracted: the message names it and what to do."""
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     try:
         tasks = find_clips(args.source, args.destination)
         check_output_folder(args.destination, 'DESTINATION')
-    except (ExtractError, OutputFolderError) as error:
+    except UserError as error:
         raise SystemExit(f'error: {error}')
     extracted = 0
     with ThreadPoolExecutor(args.workers) as executor:

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from model import MattingBase, MattingRefine
 from model.convLSTM import ConvLSTM, ConvLSTMCell
 from model.decoder import Decoder
-from model.utils import (CheckpointError, backbone_of, load_checkpoint_weights, load_matched_state_dict,
-                         read_checkpoint)
+from checkpoint import CheckpointError, read_checkpoint
+from model.utils import backbone_of, copy_matching_tensors, load_weights, state_dict_of
 
 
 @pytest.fixture(scope='module')
@@ -171,7 +171,7 @@ def backgroundmattingv2_state_dict(model: MattingBase) -> dict:
 def test_backgroundmattingv2_checkpoint_transfers_all_but_the_convlstms(backbone):
     model = MattingBase(backbone)
     checkpoint = backgroundmattingv2_state_dict(model)
-    report = load_matched_state_dict(model, checkpoint, print_stats=False)
+    report = copy_matching_tensors(model, state_dict_of(checkpoint))
     own = model.state_dict()
     assert sorted(report['missing']) == sorted(name for name in own if 'convlstm' in name)
     assert len(report['missing']) == 6 and not report['mismatched'] and not report['unexpected']
@@ -195,7 +195,7 @@ def test_deeplabv3_checkpoint_in_vainf_layout_loads_backbone_and_aspp():
             index = int(block) if int(block) < 4 else int(block) - 4
             vainf[f'backbone.{part}.{index}.{rest}'] = torch.randn_like(tensor.float())
     vainf['classifier.classifier.4.weight'] = torch.randn(21, 256, 1, 1)
-    report = load_matched_state_dict(model, {'model_state': vainf}, print_stats=False)
+    report = copy_matching_tensors(model, state_dict_of({'model_state': vainf}))
     assert not [name for name in report['missing'] if name.startswith(('backbone.', 'aspp.'))]
     assert report['unexpected'] == ['classifier.classifier.4.weight']
     torch.testing.assert_close(model.state_dict()['aspp.project.0.weight'],
@@ -208,7 +208,7 @@ def test_checkpoint_of_another_backbone_names_both(tmp_path):
     checkpoint = read_checkpoint(str(path))
     assert backbone_of(checkpoint) == 'mobilenetv2'
     with pytest.raises(CheckpointError, match='mobilenetv2.*resnet50'):
-        load_checkpoint_weights(MattingBase('resnet50'), 'resnet50', checkpoint, str(path))
+        load_weights(MattingBase('resnet50'), 'resnet50', checkpoint, f'checkpoint {path}')
 
 
 def test_own_checkpoint_round_trips(tmp_path, mobilenet):
@@ -216,7 +216,7 @@ def test_own_checkpoint_round_trips(tmp_path, mobilenet):
     torch.save({'model': mobilenet.state_dict(), 'epoch': 3}, path)
     torch.manual_seed(5)
     fresh = MattingBase('mobilenetv2').eval()
-    load_checkpoint_weights(fresh, 'mobilenetv2', read_checkpoint(str(path)), str(path))
+    load_weights(fresh, 'mobilenetv2', read_checkpoint(str(path)), f'checkpoint {path}')
     src = torch.rand(1, 2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(fresh(src)[0], mobilenet(src)[0])

@@ -13,7 +13,7 @@ from script_runner import REPO, run_script, train_args
 from dataset import make_dataset
 from model import MattingBase
 from loss import matting_loss
-from train import newest_checkpoint, remove_old_checkpoints
+from checkpoint import newest_checkpoint, remove_old_checkpoints
 
 
 def logged(log_dir: str, tag: str = 'train/loss_total') -> dict[int, float]:
