@@ -7,11 +7,13 @@ written atomically, so that a crash never leaves a truncated one. Bare state dic
 BackgroundMattingV2's) are read too: model/utils.py loads the weights of either.
 """
 import argparse
+import contextlib
 import glob
 import os
 import pickle
 import random
 import re
+import socket
 import zipfile
 from collections.abc import Mapping
 
@@ -99,3 +101,88 @@ def set_random_states(states: dict) -> None:
     random.setstate(states['python'])
     if 'cuda' in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states['cuda'])
+
+
+def recorded_setting(checkpoint: Mapping, name: str, given, default, source: str):
+    """The value of train.py's setting `name` (its flag's dest) for a model from `checkpoint`: the value a training
+    checkpoint records, else `given`, else `default`. `given` is None when the flag was not given; CheckpointError
+    naming both values when it contradicts the recorded one."""
+    recorded = checkpoint.get('args', {}).get(name) if is_training_checkpoint(checkpoint) else None
+    if recorded is None:
+        return default if given is None else given
+    if given is not None and comparable(given) != comparable(recorded):
+        flag = '--' + name.replace('_', '-')
+        raise CheckpointError(f'{flag} {format_setting(given)} contradicts {source}, trained with '
+                              f'{flag} {format_setting(recorded)}: drop the flag to use the checkpoint\'s')
+    return recorded
+
+
+def comparable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def format_setting(value) -> str:
+    if isinstance(value, bool):
+        return 'on' if value else 'off'
+    if isinstance(value, (list, tuple)):
+        return ' '.join(str(item) for item in value)
+    return str(value)
+
+
+class FolderLock:
+    """<folder>/.lock, holding the process id and host name of the one training run that writes to `folder`.
+
+    A second train.py on the folder gets a CheckpointError naming the first. A lock whose process has ended without
+    removing it (SIGKILL, a crash) is taken over.
+    """
+
+    def __init__(self, folder: str, flag: str):
+        self.folder, self.flag = folder, flag
+        self.path = os.path.join(folder, '.lock')
+        self.held = self.created_folder = False
+
+    def acquire(self) -> None:
+        self.created_folder = not os.path.isdir(self.folder)
+        os.makedirs(self.folder, exist_ok=True)
+        while not self.held:
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self.holder()
+                if holder is not None:
+                    raise CheckpointError(f'{self.flag} {self.folder} is in use by {holder}: wait for it to end, or '
+                                          f'choose another {self.flag}') from None
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path)
+                continue
+            with os.fdopen(descriptor, 'w') as file:
+                file.write(f'{os.getpid()} {socket.gethostname()}\n')
+            self.held = True
+
+    def holder(self) -> str | None:
+        """'process P on HOST' of a lock whose process still runs (or runs on another host); None for a lock that
+        is stale or gone."""
+        try:
+            with open(self.path) as file:
+                pid, host = file.read().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        if host != socket.gethostname():
+            return f'process {pid} on {host}'
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # another user's live process
+            pass
+        return f'process {pid} on {host}'
+
+    def release(self) -> None:
+        """Remove the lock, and the folder if acquire() made it and nothing was written there."""
+        if self.held:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            self.held = False
+        if self.created_folder:
+            with contextlib.suppress(OSError):  # not empty: the run wrote its checkpoints there
+                os.rmdir(self.folder)

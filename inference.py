@@ -31,12 +31,14 @@ from images import GREEN_SCREEN, IMAGE_EXTENSIONS
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import prepare_for_inference
 from model.refiner import REFINE_MODES
-from model.utils import load_weights
+from model.utils import load_weights, model_settings
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder of the checkpoint')
+parser.add_argument('--model-backbone', choices=BACKBONES,
+                    help="encoder (default: the checkpoint's; a contradicting value is an error)")
 parser.add_argument('--model-checkpoint', required=True, help='checkpoint file (training checkpoint or state dict)')
-parser.add_argument('--without-convlstm', action='store_true', help='ConvLSTM states zero at every frame (ablation)')
+parser.add_argument('--without-convlstm', action='store_true', default=None,
+                    help='ConvLSTM states zero at every frame (the ablation; default: as the checkpoint was trained)')
 parser.add_argument('--input', required=True, help='a video file, or a folder of .png/.jpg frames (sorted by name)')
 parser.add_argument('--fps', type=float, default=30, help='frame rate of the output when the input is a folder')
 parser.add_argument('--num-frames', type=int, default=None, help='matte only the first N frames (default: all)')
@@ -134,13 +136,14 @@ def check_flags(args: argparse.Namespace, device: torch.device, use_fp16: bool) 
 
 
 def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
-    recurrent = not args.without_convlstm
+    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
+    backbone, without_convlstm = model_settings(checkpoint, source, args.model_backbone, args.without_convlstm)
     if args.model_refine:
-        model = MattingRefine(args.model_backbone, args.refine_backbone_scale, args.refine_mode,
-                              args.refine_sample_pixels, args.refine_threshold, recurrent=recurrent)
+        model = MattingRefine(backbone, args.refine_backbone_scale, args.refine_mode, args.refine_sample_pixels,
+                              args.refine_threshold, recurrent=not without_convlstm)
     else:
-        model = MattingBase(args.model_backbone, recurrent=recurrent)
-    load_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}')
+        model = MattingBase(backbone, recurrent=not without_convlstm)
+    load_weights(model, backbone, checkpoint, source)
     return prepare_for_inference(model, device)
 
 

@@ -4,8 +4,10 @@ One device:        python train.py --dataset-name synthetic --model-backbone mob
 Several GPUs:      torchrun --nproc_per_node=4 train.py ...   (--batch-size is per process)
 Several machines:  torchrun --nnodes=2 --node_rank=R --master_addr=HOST --nproc_per_node=4 train.py ...
 
-Checkpoints go to --checkpoint-dir, TensorBoard logs to --log-dir. Ctrl-C saves a checkpoint and exits;
---resume continues from the newest checkpoint of --model-name with the same results as an uninterrupted run.
+Checkpoints go to --checkpoint-dir, TensorBoard logs to --log-dir. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint
+and exits with status 130 or 143; --resume continues from the newest checkpoint of --model-name with the same
+results as an uninterrupted run. A continued run keeps the settings its checkpoint records (RUN_SETTINGS below):
+a flag that contradicts them is an error. One run at a time per --checkpoint-dir: its .lock names the running one.
 """
 import argparse
 import dataclasses
@@ -25,7 +27,7 @@ from tqdm import tqdm
 
 import metrics
 from atomic_file import check_output_folder
-from checkpoint import (checkpoints_oldest_first, is_training_checkpoint, newest_checkpoint, read_checkpoint,
+from checkpoint import (FolderLock, is_training_checkpoint, newest_checkpoint, read_checkpoint, recorded_setting,
                         remove_old_checkpoints, save_checkpoint, set_random_states)
 from data_path import DATASETS
 from dataset import DatasetError, make_dataset
@@ -97,13 +99,20 @@ parser.add_argument('--keep-checkpoints', type=int, default=0,
                          'ends in one, so short epochs fill a disk')
 
 
+# The flags that define a run. A run continued from a training checkpoint takes them from it; their defaults apply
+# to new runs.
+RUN_SETTINGS = ('without_convlstm', 'batch_size', 'seq_length', 'resolution', 'lr_backbone', 'lr_aspp', 'lr_decoder',
+                'lr_schedule', 'warmup_steps', 'grad_clip', 'seed', 'camouflage_strength')
+
 
 def main() -> None:
-    args = parser.parse_args()
+    # The run's settings parse to None when not given, so that a checkpoint being continued can supply them.
+    args = parser.parse_args(namespace=argparse.Namespace(**dict.fromkeys(RUN_SETTINGS)))
     try:
-        train(args)
+        status = train(args)
     except UserError as error:
         sys.exit(f'error: {error}')
+    sys.exit(status)
 
 
 @dataclasses.dataclass
@@ -132,19 +141,44 @@ class Position:
     saved_step: int
 
 
-def train(args: argparse.Namespace) -> None:
-    check_flags(args)
+def train(args: argparse.Namespace) -> int:
+    """Train as the flags say, holding --checkpoint-dir's lock throughout. Returns the exit status: 0, or 128 + the
+    signal's number when SIGINT or SIGTERM stopped training (after saving a checkpoint), as shells report it."""
     rank, world_size, device = setup_distributed(args.device)
-    reuse_freed_cpu_memory(device)
-    amp_dtype = mixed_precision_dtype(args.amp, device)
     checkpoint_dir = args.checkpoint_dir or os.path.join('checkpoint', args.model_name)
     log_dir = args.log_dir or os.path.join('log', args.model_name)
+    # Here, not at the first save: an unwritable folder must not cost a run's first thousand steps. Every rank
+    # checks, so that under torchrun all of them stop alike.
+    check_output_folder(checkpoint_dir, '--checkpoint-dir')
+    check_output_folder(log_dir, '--log-dir')
+    lock = FolderLock(checkpoint_dir, '--checkpoint-dir')
+    try:
+        if rank == 0:
+            lock.acquire()
+        return train_in_folder(args, rank, world_size, device, checkpoint_dir, log_dir)
+    finally:
+        lock.release()
+
+
+def train_in_folder(args: argparse.Namespace, rank: int, world_size: int, device: torch.device,
+                    checkpoint_dir: str, log_dir: str) -> int:
+    """train() once --checkpoint-dir is this run's: settings, data, model, where to start, then the epochs."""
+    path = newest_checkpoint(checkpoint_dir) if args.resume else args.model_last_checkpoint
+    if args.resume and path is None:
+        print(f'--resume: no checkpoint in {checkpoint_dir}, starting from scratch')
+    checkpoint = read_checkpoint(path) if path else {}
+    for name in RUN_SETTINGS:
+        setattr(args, name, recorded_setting(checkpoint, name, getattr(args, name), parser.get_default(name),
+                                             f'checkpoint {path}'))
+    check_flags(args)
+    refuse_another_run(args, checkpoint_dir)
+    reuse_freed_cpu_memory(device)
+    amp_dtype = mixed_precision_dtype(args.amp, device)
     dataset, valid_dataset = make_datasets(args)
     batches_per_epoch = len(epoch_indices(len(dataset), 0, args.seed, rank, world_size)) // args.batch_size
     if batches_per_epoch == 0:
         raise DatasetError(f'the {args.dataset_name} training split has {len(dataset)} sequences per process, '
                            f'fewer than --batch-size {args.batch_size}: lower --batch-size')
-    check_output_folders(args, checkpoint_dir, log_dir)
 
     torch.manual_seed(args.seed)
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm).to(device)
@@ -154,19 +188,23 @@ def train(args: argparse.Namespace) -> None:
         {'params': model.decoder.parameters(), 'lr': args.lr_decoder, 'base_lr': args.lr_decoder},
     ])
     scaler = make_grad_scaler(enabled=amp_dtype == torch.float16)
-    position = resume_or_initialise(args, checkpoint_dir, model, optimizer, scaler, batches_per_epoch, rank == 0)
+    position = start_position(args, path, checkpoint, model, optimizer, scaler, batches_per_epoch, rank == 0)
     if world_size > 1:
         if device.type == 'cuda':
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
     run = Run(args, rank, world_size, device, amp_dtype, model, optimizer, scaler, checkpoint_dir,
               SummaryWriter(log_dir) if rank == 0 else None, args.max_steps or args.epoch_end * batches_per_epoch)
+    return train_epochs(run, dataset, valid_dataset, position, batches_per_epoch)
 
+
+def train_epochs(run: Run, dataset, valid_dataset, position: Position, batches_per_epoch: int) -> int:
+    """Epochs from `position` to --epoch-end or --max-steps, a checkpoint at the end of each; train()'s status."""
     stop = StopRequest()
-    while position.epoch < args.epoch_end and not reached(position.step, args.max_steps):
+    while position.epoch < run.args.epoch_end and not reached(position.step, run.args.max_steps):
         ended_by = train_epoch(run, dataset, valid_dataset, position, stop, batches_per_epoch)
         if ended_by == 'interrupted':
-            return
+            return 128 + stop.signal
         if ended_by == 'end of epoch':
             position.epoch, position.batch_in_epoch = position.epoch + 1, 0
             if position.saved_step != position.step:
@@ -175,8 +213,9 @@ def train(args: argparse.Namespace) -> None:
         save(run, position, 'end of training')
     if run.writer:
         run.writer.close()
-    if world_size > 1:
+    if run.world_size > 1:
         dist.destroy_process_group()
+    return 0
 
 
 def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'StopRequest',
@@ -189,10 +228,20 @@ def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'Sto
     indices = epoch_indices(len(dataset), position.epoch, args.seed, run.rank, run.world_size)
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=indices[position.batch_in_epoch * args.batch_size:],
                         num_workers=args.num_workers, pin_memory=run.device.type == 'cuda', drop_last=True,
-                        generator=torch.Generator().manual_seed(args.seed + position.epoch))
+                        generator=torch.Generator().manual_seed(args.seed + position.epoch),
+                        worker_init_fn=leave_stop_signals_to_the_main_process)
     progress = tqdm(loader, initial=position.batch_in_epoch, total=batches_per_epoch, disable=run.rank != 0,
                     desc=f'epoch {position.epoch}', dynamic_ncols=True)
-    for true_fgr, true_pha, true_bgr in progress:
+    batches = iter(progress)
+    while True:
+        try:
+            true_fgr, true_pha, true_bgr = next(batches)
+        except StopIteration:
+            return 'end of epoch'
+        except DatasetError:  # a bad frame: keep the steps done so far, then report it
+            if position.saved_step != position.step:
+                save(run, position, 'stopped by a data error')
+            raise
         true_fgr, true_pha, true_bgr = (x.to(run.device, non_blocking=True) for x in (true_fgr, true_pha, true_bgr))
         true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
         predictions, losses = train_step(run, position, true_src, true_pha, true_fgr)
@@ -212,7 +261,6 @@ def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'Sto
             return 'interrupted'
         if reached(position.step, args.max_steps):
             return 'max steps'
-    return 'end of epoch'
 
 
 def train_step(run: Run, position: Position, true_src: torch.Tensor, true_pha: torch.Tensor,
@@ -259,6 +307,10 @@ def save(run: Run, position: Position, reason: str) -> None:
     if not all(torch.isfinite(parameter).all() for parameter in run.model.parameters()):
         raise UserError(f'the weights became non-finite by step {position.step} (epoch {position.epoch}): no '
                         f'checkpoint written; lower the learning rates or try --no-amp')
+    if not outputs_finite(bare_model(run.model), run.device):
+        raise UserError(f'the model outputs non-finite values at step {position.step} (epoch {position.epoch}), '
+                        f'though its weights are finite: no checkpoint written; lower the learning rates or try '
+                        f'--no-amp')
     agreement = f', {run.world_size} replicas agree on the weights' if run.world_size > 1 else ''
     if run.world_size > 1:
         check_replicas_agree(run.model, run.world_size)
@@ -270,21 +322,16 @@ def save(run: Run, position: Position, reason: str) -> None:
             remove_old_checkpoints(run.checkpoint_dir, run.args.keep_checkpoints)
 
 
-def resume_or_initialise(args: argparse.Namespace, checkpoint_dir: str, model: MattingBase,
-                         optimizer: torch.optim.Optimizer, scaler, batches_per_epoch: int, verbose: bool) -> Position:
-    """Load what --resume, --model-last-checkpoint or --model-pretrain-initialization name, and return where
-    training starts: a training checkpoint continues exactly (weights, optimizer, scaler, position, random
-    states); a bare state dict or an initialisation loads weights only."""
+def start_position(args: argparse.Namespace, path: str | None, checkpoint: dict, model: MattingBase,
+                   optimizer: torch.optim.Optimizer, scaler, batches_per_epoch: int, verbose: bool) -> Position:
+    """Load `checkpoint` (read from `path`, that --resume or --model-last-checkpoint named) or what
+    --model-pretrain-initialization names, and return where training starts: a training checkpoint continues
+    exactly (weights, optimizer, scaler, position, random states); a bare state dict or an initialisation loads
+    weights only."""
     start = args.epoch_start * batches_per_epoch
-    position = Position(args.epoch_start, start, 0, start)
-    path = newest_checkpoint(checkpoint_dir) if args.resume else args.model_last_checkpoint
-    if args.resume and path is None:
-        print(f'--resume: no checkpoint in {checkpoint_dir}, starting from scratch')
-    if path:
-        checkpoint = read_checkpoint(path)
-        if is_training_checkpoint(checkpoint):
-            return continue_training(checkpoint, path, args.model_backbone, model, optimizer, scaler, verbose)
-        # A bare state dict, the original project's or BackgroundMattingV2's: loaded as the original loaded it.
+    if is_training_checkpoint(checkpoint):
+        return continue_training(checkpoint, path, args.model_backbone, model, optimizer, scaler, verbose)
+    if path:  # a bare state dict, the original project's or BackgroundMattingV2's: loaded as the original did
         load_weights(model, args.model_backbone, checkpoint, f'--model-last-checkpoint {path}', 'encoder', verbose)
     elif args.model_pretrain_initialization == 'imagenet':
         load_weights(model, args.model_backbone, imagenet_weights(args.model_backbone), 'the ImageNet weights',
@@ -293,10 +340,10 @@ def resume_or_initialise(args: argparse.Namespace, checkpoint_dir: str, model: M
         source = args.model_pretrain_initialization
         load_weights(model, args.model_backbone, read_checkpoint(source),
                      f'--model-pretrain-initialization {source}', 'any', verbose)
-    if reached(position.step, args.max_steps):
+    if reached(start, args.max_steps):
         raise UserError(f'--max-steps {args.max_steps} counts all steps, and --epoch-start {args.epoch_start} '
-                        f'starts at step {position.step} ({batches_per_epoch} per epoch): give a larger --max-steps')
-    return position
+                        f'starts at step {start} ({batches_per_epoch} per epoch): give a larger --max-steps')
+    return Position(args.epoch_start, start, 0, start)
 
 
 def continue_training(checkpoint: dict, path: str, backbone: str, model: MattingBase,
@@ -327,15 +374,16 @@ def make_datasets(args: argparse.Namespace):
     return dataset, valid_dataset
 
 
-def check_output_folders(args: argparse.Namespace, checkpoint_dir: str, log_dir: str) -> None:
-    """UserError for an unusable --checkpoint-dir or --log-dir, checked before training: an unwritable folder must
-    not cost a run's first thousand steps. Every rank checks, so that under torchrun all of them stop alike."""
-    check_output_folder(checkpoint_dir, '--checkpoint-dir')
-    check_output_folder(log_dir, '--log-dir')
-    if args.keep_checkpoints and not args.resume and checkpoints_oldest_first(checkpoint_dir):
-        raise UserError(f'--checkpoint-dir {checkpoint_dir} holds checkpoints of an earlier run, which '
-                        f'--keep-checkpoints would keep in place of this run\'s: pass --resume to continue that run, '
-                        f'or choose another --checkpoint-dir')
+def refuse_another_run(args: argparse.Namespace, checkpoint_dir: str) -> None:
+    """UserError when --checkpoint-dir holds checkpoints this run does not continue: a new run there would mix its
+    checkpoints with another run's, and a later --resume would pick the newest of either."""
+    newest = newest_checkpoint(checkpoint_dir)
+    continued = args.model_last_checkpoint is not None and \
+        os.path.dirname(os.path.realpath(args.model_last_checkpoint)) == os.path.realpath(checkpoint_dir)
+    if newest and not args.resume and not continued:
+        raise UserError(f'--checkpoint-dir {checkpoint_dir} holds checkpoints of an earlier run (the newest '
+                        f'{os.path.basename(newest)}): pass --resume to continue that run, or choose another '
+                        f'--model-name or --checkpoint-dir')
 
 
 def mixed_precision_dtype(amp_flag: bool | None, device: torch.device) -> torch.dtype | None:
@@ -424,18 +472,42 @@ class StopRequest:
 
     def __init__(self):
         self.flag = False
+        self.signal = 0  # the number of the signal received
         signal.signal(signal.SIGINT, self.handle)
         signal.signal(signal.SIGTERM, self.handle)
 
     def handle(self, signum, frame) -> None:
-        self.flag = True
+        self.flag, self.signal = True, signum
 
     def requested(self, device: torch.device, world_size: int) -> bool:
         if world_size == 1:
             return self.flag
         flag = torch.tensor([float(self.flag)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        requested = bool(flag.item())
+        if requested and not self.signal:
+            self.signal = signal.SIGTERM  # another process received it
+        return requested
+
+
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM (a Ctrl-C or a kill reaches the whole process group): the main
+    process finishes its step and saves a checkpoint, which needs the workers alive until then."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@torch.no_grad()
+def outputs_finite(model: MattingBase, device: torch.device) -> bool:
+    """Whether the model in eval mode, as validate.py and inference.py run it, gives finite outputs on a fixed
+    random clip. Weights that are finite but huge can give NaN. Draws from its own generator, so that training's
+    random states are untouched."""
+    src = torch.rand(1, 2, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+    training = model.training
+    model.eval()
+    pha, fgr, err, hid, _ = model(src)
+    model.train(training)
+    return all(torch.isfinite(output).all() for output in (pha, fgr, err, hid))
 
 
 def log_images(writer: SummaryWriter, tag: str, step: int, true_src: torch.Tensor, true_pha: torch.Tensor,

@@ -30,7 +30,7 @@ from devices import open_device, reuse_freed_cpu_memory
 from errors import UserError
 from images import green_screen_composite
 from model import BACKBONES, MattingBase
-from model.utils import load_weights
+from model.utils import load_weights, model_settings
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--dataset-name', required=True, choices=DATASETS, help='dataset to validate on')
@@ -43,9 +43,12 @@ parser.add_argument('--camouflage-strength', type=float, default=1.0,
                          '(default 1: all of it)')
 parser.add_argument('--videomatte-root', help='override the dataset folder of data_path.py')
 parser.add_argument('--backgrounds-root', help='override the background image folder of data_path.py')
-parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder of the checkpoint')
+parser.add_argument('--model-backbone', choices=BACKBONES,
+                    help="encoder (default: the checkpoint's; a contradicting value is an error)")
 parser.add_argument('--model-checkpoint', required=True, help='checkpoint file (training checkpoint or state dict)')
-parser.add_argument('--without-convlstm', action='store_true', help='run the ablation: ConvLSTM states zero at every frame')
+parser.add_argument('--without-convlstm', action='store_true', default=None,
+                    help="run the ablation: ConvLSTM states zero at every frame (default: as the checkpoint was "
+                         "trained)")
 parser.add_argument('--output-path', required=True, help='folder for metrics.json, metrics.csv and saved images')
 parser.add_argument('--seq-length', type=int, default=8, help='frames per forward call')
 parser.add_argument('--reset-state-every', type=int, default=0,
@@ -86,8 +89,12 @@ def validate(args: argparse.Namespace) -> None:
                            background_image_id=args.background_image_id, videomatte_root=args.videomatte_root,
                            backgrounds_root=args.backgrounds_root, synthetic_clips=args.synthetic_clips,
                            camouflage_strength=(args.camouflage_strength, args.camouflage_strength))
+    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
+    # Resolved into args, so that metrics.json records the model that was validated.
+    args.model_backbone, args.without_convlstm = model_settings(checkpoint, source, args.model_backbone,
+                                                                args.without_convlstm)
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
-    load_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}')
+    load_weights(model, args.model_backbone, checkpoint, source)
     model = model.eval().to(device)
 
     rows = []

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from checkpoint import CheckpointError
+from checkpoint import CheckpointError, recorded_setting
 
 # DeepLabV3 checkpoints of VainF/DeepLabV3Plus-Pytorch: its ASPP sits in the classifier, and its MobileNetV2 splits
 # `features` into low_level_features (blocks 0-3) and high_level_features (blocks 4 on).
@@ -64,6 +64,18 @@ def load_weights(model: nn.Module, backbone: str, checkpoint: Mapping, source: s
                               f'lacks {len(lacking)} of {len(encoder)} tensors, e.g. {lacking[:2]}); to load only '
                               f'the tensors that match, pass it to --model-pretrain-initialization')
     return report
+
+
+def model_settings(checkpoint: Mapping, source: str, backbone: str | None,
+                   without_convlstm: bool | None) -> tuple[str, bool]:
+    """(backbone, without_convlstm) of the model that `checkpoint` is for: what the checkpoint records (train.py's
+    checkpoints record its flags; a bare state dict shows its backbone by its tensors), else the flags given (None:
+    not given; the ConvLSTM is used by default). CheckpointError naming both values for a flag that contradicts
+    the checkpoint, and when nothing tells the backbone."""
+    backbone = recorded_setting(checkpoint, 'model_backbone', backbone, backbone_of(state_dict_of(checkpoint)), source)
+    if backbone is None:
+        raise CheckpointError(f'{source} does not show which backbone it was made with: pass --model-backbone')
+    return backbone, recorded_setting(checkpoint, 'without_convlstm', without_convlstm, False, source)
 
 
 def copy_matching_tensors(model: nn.Module, state_dict: Mapping[str, Tensor], verbose: bool = False) -> dict:

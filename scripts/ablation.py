@@ -105,6 +105,9 @@ def main() -> None:
         ablate(args)
     except UserError as error:
         sys.exit(f'error: {error}')
+    except KeyboardInterrupt:  # train.py saved its checkpoint: the next run continues from there
+        print('interrupted: run the same command again to continue', file=sys.stderr)
+        sys.exit(130)
 
 
 def ablate(args: argparse.Namespace) -> None:
@@ -212,10 +215,14 @@ def train_run(args: argparse.Namespace, style: str, seed: int, recurrent: bool,
         '--log-train-images-interval', str(steps), '--checkpoint-interval', str(max(1, steps // 4)),
         '--keep-checkpoints', '1', *([] if recurrent else ['--without-convlstm']),
         *(['--model-pretrain-initialization', initialisation] if initialisation else [])])
+    checkpoint = newest_checkpoint(checkpoint_dir)
+    if checkpoint is None or step_of(checkpoint) < steps:  # never test a run that stopped early
+        raise UserError(f'train.py ended before step {steps} of {checkpoint_dir}: see {output_dir}/train.log, '
+                        f'then run the ablation again to continue')
     record = {'settings': settings, 'minutes': (record or {'minutes': 0})['minutes'] + (time.time() - started) / 60}
     with atomic_write(record_path, 'w') as file:
         json.dump(record, file)
-    return newest_checkpoint(checkpoint_dir), record
+    return checkpoint, record
 
 
 def test_run(args: argparse.Namespace, style: str, seed: int, recurrent: bool, checkpoint: str,

@@ -35,13 +35,15 @@ from checkpoint import read_checkpoint  # noqa: E402
 from errors import UserError  # noqa: E402
 from model import BACKBONES, MattingBase  # noqa: E402
 from model.model import STATE_LAYOUT  # noqa: E402
-from model.utils import load_weights  # noqa: E402
+from model.utils import load_weights, model_settings  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument('--model-backbone', required=True, choices=BACKBONES, help='encoder')
+parser.add_argument('--model-backbone', choices=BACKBONES,
+                    help="encoder (default: the checkpoint's; needed without --model-checkpoint)")
 parser.add_argument('--model-checkpoint', default=None,
                     help='checkpoint to export (default: random weights, to try the export itself)')
-parser.add_argument('--without-convlstm', action='store_true', help='export the ablation (states zero every frame)')
+parser.add_argument('--without-convlstm', action='store_true', default=None,
+                    help='export the ablation, states zero every frame (default: as the checkpoint was trained)')
 parser.add_argument('--format', required=True, choices=('torchscript', 'onnx'), help='what to export to')
 parser.add_argument('--output', required=True, help='file to write (.pt for TorchScript, .onnx for ONNX)')
 parser.add_argument('--seq-length', type=int, default=1, help='frames per call of the exported model (fixed)')
@@ -68,6 +70,19 @@ class ExplicitStateMatting(nn.Module):
     def forward(self, src: Tensor, h1: Tensor, c1: Tensor, h2: Tensor, c2: Tensor, h3: Tensor, c3: Tensor):
         pha, fgr, _, _, state = self.model(src, [(h1, c1), (h2, c2), (h3, c3)])
         return (pha, fgr, *state[0], *state[1], *state[2])
+
+
+def load_model(args: argparse.Namespace) -> MattingBase:
+    """The model to export in eval mode: --model-checkpoint's, with the settings it records, or random weights."""
+    if not args.model_checkpoint:
+        if args.model_backbone is None:
+            raise ExportError('--model-backbone is needed without --model-checkpoint')
+        return MattingBase(args.model_backbone, recurrent=not args.without_convlstm).eval()
+    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
+    backbone, without_convlstm = model_settings(checkpoint, source, args.model_backbone, args.without_convlstm)
+    model = MattingBase(backbone, recurrent=not without_convlstm)
+    load_weights(model, backbone, checkpoint, source)
+    return model.eval()
 
 
 def zero_state(batch: int, height: int, width: int) -> list[Tensor]:
@@ -103,10 +118,7 @@ def export_model(args: argparse.Namespace) -> None:
     missing = [name for name in ('onnx', 'onnxruntime') if importlib.util.find_spec(name) is None]
     if args.format == 'onnx' and missing:
         raise ExportError(f"ONNX export needs {' and '.join(missing)}: pip install {' '.join(missing)}")
-    model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm).eval()
-    if args.model_checkpoint:
-        load_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint),
-                     f'checkpoint {args.model_checkpoint}')
+    model = load_model(args)
     wrapper = ExplicitStateMatting(model).eval()
     torch.manual_seed(0)
     example = (torch.rand(1, args.seq_length, 3, height, width), *zero_state(1, height, width))

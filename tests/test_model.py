@@ -7,7 +7,7 @@ from model import MattingBase, MattingRefine
 from model.convLSTM import ConvLSTM, ConvLSTMCell
 from model.decoder import Decoder
 from checkpoint import CheckpointError, read_checkpoint
-from model.utils import backbone_of, copy_matching_tensors, load_weights, state_dict_of
+from model.utils import backbone_of, copy_matching_tensors, load_weights, model_settings, state_dict_of
 
 
 @pytest.fixture(scope='module')
@@ -209,6 +209,18 @@ def test_checkpoint_of_another_backbone_names_both(tmp_path):
     assert backbone_of(checkpoint) == 'mobilenetv2'
     with pytest.raises(CheckpointError, match='mobilenetv2.*resnet50'):
         load_weights(MattingBase('resnet50'), 'resnet50', checkpoint, f'checkpoint {path}')
+
+
+def test_model_settings_are_the_checkpoints(mobilenet):
+    state_dict = mobilenet.state_dict()
+    trained = {'model': state_dict, 'optimizer': {}, 'args': {'model_backbone': 'mobilenetv2', 'without_convlstm': True}}
+    assert model_settings(trained, 'checkpoint c.pth', None, None) == ('mobilenetv2', True)
+    assert model_settings(state_dict, 'checkpoint c.pth', None, None) == ('mobilenetv2', False)  # a bare state dict
+    with pytest.raises(CheckpointError, match='--model-backbone resnet50 contradicts checkpoint c.pth, trained with '
+                                              '--model-backbone mobilenetv2'):
+        model_settings(trained, 'checkpoint c.pth', 'resnet50', None)
+    with pytest.raises(CheckpointError, match='does not show which backbone.*pass --model-backbone'):
+        model_settings({'model': {}}, 'checkpoint c.pth', None, None)
 
 
 def test_own_checkpoint_round_trips(tmp_path, mobilenet):

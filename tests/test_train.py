@@ -1,6 +1,8 @@
 """train.py: checkpoints and logs, learning, exact resume after a kill, torchrun with gloo, bad input."""
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -9,11 +11,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from script_runner import REPO, run_script, train_args
-from dataset import make_dataset
-from model import MattingBase
-from loss import matting_loss
 from checkpoint import newest_checkpoint, remove_old_checkpoints
+from dataset import make_dataset
+from loss import matting_loss
+from model import MattingBase
+from script_runner import REPO, run_script, train_args
+from train import outputs_finite
 
 
 def logged(log_dir: str, tag: str = 'train/loss_total') -> dict[int, float]:
@@ -96,7 +99,7 @@ def test_resume_after_a_kill_continues_exactly(tiny_synthetic, tmp_path):
     assert [resumed[step] for step in resumed] == [expected[step] for step in resumed]
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_synthetic, tmp_path):
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny_synthetic, tmp_path):
     args = train_args(tiny_synthetic, str(tmp_path), '--checkpoint-interval', '1000', '--log-valid-interval', '0')
     process = subprocess.Popen([sys.executable, 'train.py', *args, '--max-steps', '1000'], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -106,9 +109,94 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_synthetic, tmp_path):
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
+    assert process.returncode == 130, stderr  # as a shell reports a run stopped by SIGINT: not finished
     saved = os.listdir(tmp_path / 'checkpoint')
     assert len(saved) == 1 and 'interrupted: saved' in stderr + stdout
+
+
+def test_sigterm_to_the_process_group_with_workers_saves_and_exits_143(tiny_synthetic, tmp_path):
+    args = train_args(tiny_synthetic, str(tmp_path), '--checkpoint-interval', '1000', '--log-valid-interval', '0',
+                      '--num-workers', '1')
+    process = subprocess.Popen([sys.executable, 'train.py', *args, '--max-steps', '1000'], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log_dir = tmp_path / 'log'
+    deadline = time.time() + 240
+    while not (log_dir.exists() and logged(str(log_dir))) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)  # the main process and its DataLoader worker alike
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert 'Traceback' not in stderr and 'interrupted: saved' in stderr + stdout
+    assert len(os.listdir(tmp_path / 'checkpoint')) == 1
+
+
+def test_a_bad_frame_mid_training_keeps_the_steps_done(tiny_synthetic, tmp_path):
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_synthetic, data)
+    for frame in (data / 'train' / 'fgr' / '0001').iterdir():  # with seed 0, first drawn at step 2
+        frame.write_bytes(b'not a JPEG')
+    args = train_args(str(data), str(tmp_path), '--max-steps', '12', '--log-valid-interval', '0')
+    result = run_script('train.py', *args)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f'error: {data / "train" / "fgr" / "0001"}')
+    assert 'stopped by a data error: saved' in result.stderr + result.stdout
+    assert os.listdir(tmp_path / 'checkpoint') == ['epoch-0-iter-1.pth']
+
+
+def test_a_second_run_in_the_same_folder_is_refused(trained_checkpoint, tiny_synthetic):
+    out = os.path.dirname(os.path.dirname(trained_checkpoint))
+    before = sorted(os.listdir(os.path.join(out, 'checkpoint')))
+    result = run_script('train.py', *train_args(tiny_synthetic, out, '--max-steps', '2', '--seed', '7'))
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert 'holds checkpoints of an earlier run (the newest epoch-0-iter-4.pth): pass --resume' in result.stderr
+    assert sorted(os.listdir(os.path.join(out, 'checkpoint'))) == before
+
+
+def test_resume_keeps_the_settings_of_the_checkpoint(tiny_synthetic, tmp_path):
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
+                                                '--log-valid-interval', '0', '--without-convlstm', '--seed', '3'))
+    assert result.returncode == 0, result.stderr
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '2',
+                                                '--log-valid-interval', '0', '--resume'))
+    assert result.returncode == 0, result.stderr
+    settings = torch.load(tmp_path / 'checkpoint' / 'epoch-0-iter-2.pth', map_location='cpu',
+                          weights_only=False)['args']
+    assert settings['without_convlstm'] is True and settings['seed'] == 3
+
+    for flags, message in ((['--resolution', '32'], '--resolution 32 contradicts checkpoint'),
+                           (['--lr-decoder', '0.1'], '--lr-decoder 0.1 contradicts checkpoint')):
+        result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '3',
+                                                    '--log-valid-interval', '0', '--resume', *flags))
+        assert result.returncode == 1 and message in result.stderr and 'Traceback' not in result.stderr
+        assert 'trained with ' + ' '.join(flags[:1]) in result.stderr
+    assert sorted(os.listdir(tmp_path / 'checkpoint')) == ['epoch-0-iter-1.pth', 'epoch-0-iter-2.pth']
+
+
+def test_a_running_process_holds_the_checkpoint_folder(tiny_synthetic, tmp_path):
+    folder = tmp_path / 'checkpoint'
+    folder.mkdir()
+    (folder / '.lock').write_text(f'{os.getpid()} {socket.gethostname()}\n')  # this live process
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1'))
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert f'--checkpoint-dir {folder} is in use by process {os.getpid()} on {socket.gethostname()}' in result.stderr
+
+    ended = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    (folder / '.lock').write_text(f'{ended.stdout.strip()} {socket.gethostname()}\n')  # a killed run's lock
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
+                                                '--log-valid-interval', '0'))
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(folder)) == ['epoch-0-iter-1.pth'], 'the stale lock was taken over, then removed'
+
+
+def test_finite_weights_with_non_finite_outputs_are_caught():
+    model = MattingBase('mobilenetv2')
+    assert outputs_finite(model, torch.device('cpu'))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1e6)
+    assert all(torch.isfinite(parameter).all() for parameter in model.parameters())
+    assert not outputs_finite(model, torch.device('cpu'))
+    assert model.training, 'left in the mode it was in'
 
 
 def test_non_finite_loss_stops_without_a_checkpoint(tiny_synthetic, tmp_path):

@@ -94,3 +94,18 @@ def test_synthetic_name_with_a_folder_or_background_is_refused(tiny_synthetic, t
         assert result.returncode != 0 and 'Traceback' not in result.stderr
         assert 'drawn in memory' in result.stderr and '--dataset-name videomatte240k' in result.stderr
     assert not (tmp_path / 'out').exists()
+
+
+def test_the_model_settings_come_from_the_checkpoint(tiny_synthetic, trained_checkpoint, tmp_path):
+    args = validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path / 'out'))
+    del args[args.index('--model-backbone'):args.index('--model-backbone') + 2]
+    result = run_script('validate.py', *args)
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / 'out' / 'metrics.json') as file:
+        settings = json.load(file)['settings']
+    assert settings['model_backbone'] == 'mobilenetv2' and settings['without_convlstm'] is False
+
+    result = run_script('validate.py', *args, '--without-convlstm')  # a model trained with its ConvLSTMs
+    assert result.returncode != 0 and 'Traceback' not in result.stderr
+    assert (f'--without-convlstm on contradicts checkpoint {trained_checkpoint}, trained with --without-convlstm '
+            f'off') in result.stderr
