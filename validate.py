@@ -24,9 +24,10 @@ from tqdm import tqdm
 import metrics
 from atomic_file import OutputFolderError, atomic_write, check_output_folder
 from data_path import DATASETS
-from devices import DeviceError, open_device, reuse_freed_cpu_memory
+from devices import PRECISIONS, DeviceError, autocast_dtype, open_device, reuse_freed_cpu_memory
 from dataset import DatasetError, make_dataset
 from model import BACKBONES, MattingBase
+from model.fold_batchnorm import prepare_for_inference
 from model.utils import CheckpointError, load_checkpoint_weights, read_checkpoint
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +57,9 @@ parser.add_argument('--background-image-id', type=int, default=None,
 parser.add_argument('--num-workers', type=int, default=0, help='DataLoader worker processes')
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                     help='torch device (default: cuda when present)')
+parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
+                    help="arithmetic of the network, as inference.py's --precision: fp32 (the default, the exact "
+                         "path), or auto, bf16 or fp16 to measure what mixed precision does to the metrics")
 parser.add_argument('--save-images', action='store_true',
                     help='save pred_pha, true_pha, pred_err, true_src and the composite onto green as PNGs')
 parser.add_argument('--save-states', action='store_true',
@@ -83,13 +87,14 @@ def validate(args: argparse.Namespace) -> None:
     check_output_folder(args.output_path, '--output-path')
     device = open_device(args.device)
     reuse_freed_cpu_memory(device)
+    dtype = autocast_dtype(args.precision, device)
     dataset = make_dataset(args.dataset_name, args.split, args.seq_length, args.resolution,
                            background_image_id=args.background_image_id, videomatte_root=args.videomatte_root,
                            backgrounds_root=args.backgrounds_root, synthetic_clips=args.synthetic_clips,
                            camouflage_strength=(args.camouflage_strength, args.camouflage_strength))
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
     load_checkpoint_weights(model, args.model_backbone, read_checkpoint(args.model_checkpoint), args.model_checkpoint)
-    model = model.eval().to(device)
+    model = prepare_for_inference(model, device)  # as inference.py runs it (outputs equal up to float rounding)
 
     rows = []
     state, previous_clip, previous = None, None, None
@@ -106,7 +111,8 @@ def validate(args: argparse.Namespace) -> None:
             for begin, end in pieces(start, true_src.shape[1], args.reset_state_every, args.save_states):
                 if args.reset_state_every and begin % args.reset_state_every == 0:
                     state = None
-                pred_pha, pred_fgr, pred_err, _, state = model(true_src[:, begin - start:end - start], state)
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    pred_pha, pred_fgr, pred_err, _, state = model(true_src[:, begin - start:end - start], state)
                 for t, frame in enumerate(range(begin, end)):
                     pha, truth = pred_pha[0, t, 0].float(), true_pha[0, frame - start, 0]
                     values = metrics.frame_metrics(pha, truth, *(previous or (None, None)))
