@@ -84,3 +84,30 @@ def make_grad_scaler(enabled: bool):
     if hasattr(torch.amp, 'GradScaler'):
         return torch.amp.GradScaler('cuda', enabled=enabled)
     return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+
+
+def autocast_dtype(precision: str, device: torch.device, flag: str | None = None) -> torch.dtype | None:
+    """The dtype to autocast to for `precision` (one of PRECISIONS) on `device`; None means plain float32.
+
+    auto: low_precision_dtype(device), i.e. float16 on CUDA, bfloat16 on a CPU with bfloat16 instructions, else
+    float32. bf16 and fp16 are checked: DeviceError, naming `flag` (default '--precision <precision>'), where
+    the device lacks them (bfloat16 emulated on a CPU runs several times slower than float32; CPUs have no fp16
+    autocast worth using)."""
+    flag = flag or f'--precision {precision}'
+    if precision == 'auto':
+        return low_precision_dtype(device)
+    if precision == 'fp32':
+        return None
+    if precision == 'fp16':
+        if device.type != 'cuda':
+            raise DeviceError(f'{flag} needs a CUDA device: use --precision auto (bf16 where the CPU has it) or fp32')
+        return torch.float16
+    if device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f'{flag}: {device_name(device)} has no bfloat16 support: use --precision fp16 or fp32')
+    if device.type == 'cpu' and low_precision_dtype(device) is None:
+        raise DeviceError(f'{flag}: {device_name(device)} has no bfloat16 instructions (oneDNN reports none), so '
+                          f'bf16 would be slower than fp32: use --precision fp32 or auto')
+    return torch.bfloat16

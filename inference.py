@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from atomic_file import check_output_folder
 from checkpoint import read_checkpoint
-from devices import open_device, reuse_freed_cpu_memory
+from devices import PRECISIONS, autocast_dtype, open_device, reuse_freed_cpu_memory
 from errors import UserError
 from images import GREEN_SCREEN, IMAGE_EXTENSIONS
 from model import BACKBONES, MattingBase, MattingRefine
@@ -60,8 +60,11 @@ parser.add_argument('--refine-sample-pixels', type=int, default=80_000, help="pi
 parser.add_argument('--refine-threshold', type=float, default=0.1, help="error threshold in 'thresholding' mode")
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                     help='torch device (default: cuda when present)')
+parser.add_argument('--precision', choices=PRECISIONS, default=None,
+                    help='arithmetic of the network: auto (the default) is fp16 autocast on CUDA, bf16 autocast on a '
+                         'CPU with bfloat16 instructions, else fp32; fp32 is the exact path')
 parser.add_argument('--fp16', action=argparse.BooleanOptionalAction, default=None,
-                    help='half precision autocast (CUDA only; default: on with CUDA)')
+                    help='the older spelling of --precision fp16 (--no-fp16: --precision fp32)')
 
 class InferenceError(UserError):
     """A user input that cannot be matted: the message names it and what to do."""
@@ -78,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 def matte(args: argparse.Namespace) -> None:
     device = open_device(args.device)
     reuse_freed_cpu_memory(device)
-    use_fp16 = args.fp16 if args.fp16 is not None else device.type == 'cuda'
-    check_flags(args, device, use_fp16)
+    dtype = precision_dtype(args, device)
+    check_flags(args)
     frames, fps, (width, height), count = open_input(args.input, args.fps)
     if args.num_frames is not None:
         count = min(count, args.num_frames) if count > 0 else args.num_frames
@@ -99,7 +102,7 @@ def matte(args: argparse.Namespace) -> None:
         with torch.no_grad(), tqdm(total=count or None, unit='frame', dynamic_ncols=True) as progress:
             for chunk in chunks(frames, args.seq_length, args.num_frames):
                 src = torch.from_numpy(np.stack(chunk)).to(device).permute(0, 3, 1, 2).float().div(255).unsqueeze(0)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_fp16):
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     pha, fgr, state = run_model(model, src, state, args.downsample_ratio)
                 pha, fgr = pha[0].float(), fgr[0].float()
                 images = {'pha': pha, 'fgr': fgr, 'com': fgr * pha + background * (1 - pha)}
@@ -117,10 +120,19 @@ def matte(args: argparse.Namespace) -> None:
     print(f"{progress.n} frames matted into {', '.join(output.path for output in outputs.values())}")
 
 
-def check_flags(args: argparse.Namespace, device: torch.device, use_fp16: bool) -> None:
+def precision_dtype(args: argparse.Namespace, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of --precision, or of its older spelling --fp16/--no-fp16, on `device`; None: float32.
+    DeviceError where the device lacks it, InferenceError where the two flags disagree."""
+    if args.fp16 is None:
+        return autocast_dtype(args.precision or 'auto', device)
+    alias, flag = ('fp16', '--fp16') if args.fp16 else ('fp32', '--no-fp16')
+    if args.precision not in (None, alias):
+        raise InferenceError(f'{flag} and --precision {args.precision} disagree: give --precision alone')
+    return autocast_dtype(alias, device, flag)
+
+
+def check_flags(args: argparse.Namespace) -> None:
     """InferenceError for flags that contradict each other or are out of range."""
-    if use_fp16 and device.type != 'cuda':
-        raise InferenceError('--fp16 needs a CUDA device: drop it or pass --device cuda')
     if args.seq_length < 1 or (args.num_frames is not None and args.num_frames < 1):
         raise InferenceError('--seq-length and --num-frames must be at least 1')
     if not 0 < args.downsample_ratio <= 1:

@@ -26,10 +26,11 @@ from atomic_file import atomic_write, check_output_folder
 from checkpoint import read_checkpoint
 from data_path import DATASETS
 from dataset import make_dataset
-from devices import open_device, reuse_freed_cpu_memory
+from devices import PRECISIONS, autocast_dtype, open_device, reuse_freed_cpu_memory
 from errors import UserError
 from images import green_screen_composite
 from model import BACKBONES, MattingBase
+from model.fold_batchnorm import prepare_for_inference
 from model.utils import load_weights, model_settings
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,6 +63,9 @@ parser.add_argument('--background-image-id', type=int, default=None,
 parser.add_argument('--num-workers', type=int, default=0, help='DataLoader worker processes')
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                     help='torch device (default: cuda when present)')
+parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
+                    help="arithmetic of the network, as inference.py's --precision: fp32 (the default, the exact "
+                         "path), or auto, bf16 or fp16 to measure what mixed precision does to the metrics")
 parser.add_argument('--save-images', action='store_true',
                     help='save pred_pha, true_pha, pred_err, true_src and the composite onto green as PNGs')
 parser.add_argument('--save-states', action='store_true',
@@ -85,6 +89,7 @@ def validate(args: argparse.Namespace) -> None:
     check_output_folder(args.output_path, '--output-path')
     device = open_device(args.device)
     reuse_freed_cpu_memory(device)
+    dtype = autocast_dtype(args.precision, device)
     dataset = make_dataset(args.dataset_name, args.split, args.seq_length, args.resolution,
                            background_image_id=args.background_image_id, videomatte_root=args.videomatte_root,
                            backgrounds_root=args.backgrounds_root, synthetic_clips=args.synthetic_clips,
@@ -95,7 +100,9 @@ def validate(args: argparse.Namespace) -> None:
                                                                 args.without_convlstm)
     model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
     load_weights(model, args.model_backbone, checkpoint, source)
-    model = model.eval().to(device)
+    # fp32 runs the model exactly as trained, so that published numbers reproduce; mixed precision runs it as
+    # inference.py does (BatchNorm folded), to measure what inference.py's default does to the metrics.
+    model = model.eval().to(device) if dtype is None else prepare_for_inference(model, device)
 
     rows = []
     state, previous_clip, previous = None, None, None
@@ -112,7 +119,8 @@ def validate(args: argparse.Namespace) -> None:
             for begin, end in pieces(start, true_src.shape[1], args.reset_state_every, args.save_states):
                 if args.reset_state_every and begin % args.reset_state_every == 0:
                     state = None
-                pred_pha, pred_fgr, pred_err, _, state = model(true_src[:, begin - start:end - start], state)
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    pred_pha, pred_fgr, pred_err, _, state = model(true_src[:, begin - start:end - start], state)
                 for t, frame in enumerate(range(begin, end)):
                     pha, truth = pred_pha[0, t, 0].float(), true_pha[0, frame - start, 0]
                     values = metrics.frame_metrics(pha, truth, *(previous or (None, None)))

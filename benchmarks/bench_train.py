@@ -1,8 +1,10 @@
 """Training speed per backbone: frames/s of forward, loss, backward and optimizer step, as train.py does them
 (on the CPU with its allocator setting, devices.reuse_freed_cpu_memory).
 
-Every variant named in --variants is timed in this one process, under the same threads and allocator setting, so
-their ratios to 'fp32' (the plain eager model: the original project's architecture and precision) are fair:
+Every variant named in --variants is timed in this one process, under the same threads and allocator setting
+(MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 makes the same for any program), one step of each in turn
+so that changes of the machine's load fall on all of them; 'fp32' (the plain eager model: the original project's
+architecture and precision) is always timed, and every speed-up is a ratio to it:
     fp32            eager, float32
     bf16            autocast to bfloat16 (CPU, where oneDNN has bf16 instructions) or float16 with a GradScaler (CUDA)
     bf16-cl         bf16, the model in channels_last memory layout
@@ -14,7 +16,9 @@ Prints one JSON object. Example: python benchmarks/bench_train.py --backbones mo
 """
 import argparse
 import json
+import statistics
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -34,7 +38,7 @@ parser.add_argument('--seq-length', type=int, default=8, help='frames per sequen
 parser.add_argument('--runs', type=int, default=3, help='timed steps after the warm-up steps; the median is reported')
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='torch device')
 parser.add_argument('--variants', nargs='+', default=['fp32', 'bf16'], choices=VARIANTS,
-                    help='what to time (see above); the first is the baseline of the ratios')
+                    help="what to time (see above); 'fp32', the baseline of the ratios, is added if missing")
 
 
 def main() -> None:
@@ -51,26 +55,29 @@ def main() -> None:
     true_fgr, true_bgr = torch.rand(*shape, 3, *size, device=device), torch.rand(*shape, 3, *size, device=device)
     true_pha = torch.rand(*shape, 1, *size, device=device)
     true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
+    variants = ['fp32', *(variant for variant in args.variants if variant != 'fp32')]
     results = {}
     for backbone in args.backbones:
-        results[backbone] = {}
-        for variant in args.variants:
-            seconds = time_variant(backbone, variant, device, true_src, true_pha, true_fgr, args.runs)
-            results[backbone][variant] = {'frames_per_second': round(args.batch_size * args.seq_length / seconds, 3),
-                                          'seconds_per_step': round(seconds, 4)}
-        baseline = results[backbone][args.variants[0]]['seconds_per_step']
-        for variant in args.variants:
-            results[backbone][variant]['speedup'] = round(baseline / results[backbone][variant]['seconds_per_step'], 3)
+        steps = {variant: training_step(backbone, variant, device, true_src, true_pha, true_fgr)
+                 for variant in variants}
+        seconds = interleaved_median_seconds(steps, args.runs, device)
+        results[backbone] = {variant: {'frames_per_second': round(args.batch_size * args.seq_length / time, 3),
+                                       'seconds_per_step': round(time, 4),
+                                       'speedup': round(seconds['fp32'] / time, 3)}
+                             for variant, time in seconds.items()}
     print(json.dumps({
         'benchmark': 'train', 'device': device_name(device), 'torch': torch.__version__,
+        'command': 'python benchmarks/bench_train.py ' + ' '.join(sys.argv[1:]),
         'settings': {'resolution': args.resolution, 'batch_size': args.batch_size, 'seq_length': args.seq_length,
-                     'runs': args.runs, 'threads': torch.get_num_threads(), 'baseline': args.variants[0]},
+                     'runs': args.runs, 'threads': torch.get_num_threads(), 'baseline': 'fp32',
+                     'allocator': "freed memory reused (devices.reuse_freed_cpu_memory) for every variant"
+                                  if device.type == 'cpu' else 'CUDA caching allocator'},
         'results': results}, indent=2))
 
 
-def time_variant(backbone: str, variant: str, device: torch.device, true_src: torch.Tensor, true_pha: torch.Tensor,
-                 true_fgr: torch.Tensor, runs: int) -> float:
-    """Median seconds of one training step of `variant` (see the module docstring), from the same initial weights."""
+def training_step(backbone: str, variant: str, device: torch.device, true_src: torch.Tensor, true_pha: torch.Tensor,
+                  true_fgr: torch.Tensor) -> Callable[[], None]:
+    """One training step of `variant` (see the module docstring) as a function, from the same initial weights."""
     torch.manual_seed(0)
     model = MattingBase(backbone).train().to(device)
     low_precision = low_precision_dtype(device) if variant.startswith('bf16') else None
@@ -88,9 +95,20 @@ def time_variant(backbone: str, variant: str, device: torch.device, true_src: to
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+    return step
 
-    # compile traces on its first calls: two warm-up steps cover the trace and the first recompilation, if any
-    return median_seconds(step, warmup=2, runs=runs, device=device)
+
+def interleaved_median_seconds(steps: dict[str, Callable[[], None]], runs: int, device: torch.device
+                               ) -> dict[str, float]:
+    """name -> median seconds of `runs` calls of each step, the steps called in turn, after two untimed calls of each
+    (compile traces on its first calls: two cover the trace and the first recompilation, if any)."""
+    for step in steps.values():
+        median_seconds(step, warmup=1, runs=1, device=device)  # two calls, their time unused
+    times = {name: [] for name in steps}
+    for _ in range(runs):
+        for name, step in steps.items():
+            times[name].append(median_seconds(step, warmup=0, runs=1, device=device))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 if __name__ == '__main__':

@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from devices import DeviceError, device_name, open_device, reuse_freed_cpu_memory
+import devices
+from devices import DeviceError, autocast_dtype, device_name, open_device, reuse_freed_cpu_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,3 +71,23 @@ def test_freed_cpu_memory_is_reused_without_page_faults():
 
 def test_allocator_is_left_alone_for_other_devices():
     assert not reuse_freed_cpu_memory(torch.device('meta'))
+
+
+CPU = torch.device('cpu')
+
+
+def test_precision_auto_is_bf16_only_on_a_cpu_with_bf16(monkeypatch):
+    monkeypatch.setattr(devices, 'low_precision_dtype', lambda device: torch.bfloat16)
+    assert autocast_dtype('auto', CPU) is torch.bfloat16 and autocast_dtype('bf16', CPU) is torch.bfloat16
+    assert autocast_dtype('fp32', CPU) is None
+    monkeypatch.setattr(devices, 'low_precision_dtype', lambda device: None)  # a CPU without bf16 instructions
+    assert autocast_dtype('auto', CPU) is None and autocast_dtype('fp32', CPU) is None
+
+
+def test_a_precision_the_cpu_lacks_names_the_flag(monkeypatch):
+    monkeypatch.setattr(devices, 'low_precision_dtype', lambda device: None)
+    with pytest.raises(DeviceError, match=r'^--precision bf16: .* has no bfloat16 instructions .*use --precision '
+                                          r'fp32 or auto$'):
+        autocast_dtype('bf16', CPU)
+    with pytest.raises(DeviceError, match='^--fp16 needs a CUDA device'):
+        autocast_dtype('fp16', CPU, '--fp16')

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import devices
 import inference
 from model import MattingBase
 from script_runner import run_script
@@ -207,6 +208,8 @@ def test_a_corrupt_frame_leaves_no_partial_output(random_checkpoint, frame_folde
 
 @pytest.mark.parametrize('extra, expected', [
     (['--fp16'], '--fp16 needs a CUDA device'),
+    (['--precision', 'fp16'], '--precision fp16 needs a CUDA device'),
+    (['--fp16', '--precision', 'bf16'], '--fp16 and --precision bf16 disagree'),
     (['--device', 'gpu'], '--device gpu is not a torch device'),
     (['--composite-background', 'blue'], '--composite-background blue'),
     (['--downsample-ratio', '2'], '--downsample-ratio 2.0'),
@@ -216,3 +219,48 @@ def test_a_corrupt_frame_leaves_no_partial_output(random_checkpoint, frame_folde
 ])
 def test_bad_flags(random_checkpoint, video, tmp_path, extra, expected):
     assert expected in infer_error(random_checkpoint, video, tmp_path / 'out', *extra)
+
+
+def matted_chunks(monkeypatch, checkpoint: str, source: str, output, *extra: str) -> list[tuple[torch.Tensor, ...]]:
+    """(src, pha, fgr) of every chunk inference.py runs through the network on `source`."""
+    chunks = []
+
+    def recording_run_model(model, src, state, downsample_ratio):
+        pha, fgr, state = run_model(model, src, state, downsample_ratio)
+        chunks.append((src, pha, fgr))
+        return pha, fgr, state
+    run_model = inference.run_model
+    monkeypatch.setattr(inference, 'run_model', recording_run_model)
+    infer(checkpoint, source, output, '--output-format', 'png', '--seq-length', '4', *extra)
+    return chunks
+
+
+def test_precision_fp32_is_the_eager_model(monkeypatch, random_checkpoint, video, tmp_path):
+    chunks = matted_chunks(monkeypatch, random_checkpoint, video, tmp_path, '--precision', 'fp32')
+    model = MattingBase('mobilenetv2').eval()
+    model.load_state_dict(torch.load(random_checkpoint))
+    state = None
+    with torch.no_grad():
+        for src, pha, fgr in chunks:
+            expected_pha, expected_fgr, _, _, state = model(src, state)
+            assert pha.dtype == torch.float32
+            assert (pha - expected_pha).abs().max() < 1e-4 and (fgr - expected_fgr).abs().max() < 1e-4
+    assert sum(src.shape[1] for src, _, _ in chunks) == FRAMES
+
+
+@pytest.mark.parametrize('cpu_dtype, flags, expected', [
+    (torch.bfloat16, [], torch.bfloat16),  # --precision auto: bf16 where the CPU has bf16 instructions
+    (None, [], torch.float32),  # and fp32 where it has not
+    (torch.bfloat16, ['--no-fp16'], torch.float32),  # the older spelling of --precision fp32
+])
+def test_precision_auto_uses_bf16_only_where_the_cpu_has_it(monkeypatch, random_checkpoint, video, tmp_path,
+                                                            cpu_dtype, flags, expected):
+    monkeypatch.setattr(devices, 'low_precision_dtype', lambda device: cpu_dtype)
+    chunks = matted_chunks(monkeypatch, random_checkpoint, video, tmp_path, *flags)
+    assert {pha.dtype for _, pha, _ in chunks} == {expected}
+
+
+def test_precision_bf16_on_a_cpu_without_it_is_an_error(monkeypatch, random_checkpoint, video, tmp_path):
+    monkeypatch.setattr(devices, 'low_precision_dtype', lambda device: None)
+    message = infer_error(random_checkpoint, video, tmp_path / 'out', '--precision', 'bf16')
+    assert message.startswith('error: --precision bf16: ') and 'has no bfloat16 instructions' in message

@@ -4,7 +4,9 @@ import json
 import os
 
 import pytest
+import torch
 
+from devices import low_precision_dtype
 from script_runner import run_script
 
 
@@ -41,6 +43,18 @@ def test_metrics_files(carried):
     mad = sum(frame['MAD'] for clip in summary['clips'].values() for frame in clip['frames']) / 24
     assert summary['mean']['MAD'] == pytest.approx(mad)
 
+
+
+@pytest.mark.skipif(low_precision_dtype(torch.device('cpu')) is None, reason='a CPU without bfloat16 instructions')
+def test_bf16_metrics_are_close_to_fp32(tiny_synthetic, trained_checkpoint, carried, tmp_path):
+    result = run_script('validate.py', *validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path),
+                                                      '--precision', 'bf16'))
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(carried, 'metrics.json')) as fp32, open(tmp_path / 'metrics.json') as bf16:
+        fp32, bf16 = json.load(fp32)['mean'], json.load(bf16)['mean']
+    assert fp32 != bf16  # autocast did run
+    for name in ('MAD', 'MSE', 'Grad', 'Conn', 'dtSSD'):
+        assert bf16[name] == pytest.approx(fp32[name], rel=0.05)
 
 def test_saved_images_and_states(carried):
     clip = os.path.join(carried, '0001')
