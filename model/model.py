@@ -15,8 +15,17 @@ from .decoderConvLSTM import DecoderConvLSTM
 from .mobilenet import MobileNetV2Encoder
 from .refiner import Refiner
 from .resnet import ResNetEncoder
+from .utils import CheckpointError
 
 BACKBONES = ('resnet50', 'resnet101', 'mobilenetv2')
+NON_FINITE_ADVICE = 'retrain it with lower learning rates or use an earlier checkpoint'
+
+
+def check_finite_output(checkpoint: str, *outputs: Tensor, advice: str = NON_FINITE_ADVICE) -> None:
+    """CheckpointError naming `checkpoint` unless every value of the model outputs is finite: a diverged training
+    run can leave finite weights whose outputs are NaN, which would be written as an empty matte."""
+    if not all(torch.isfinite(output).all() for output in outputs):
+        raise CheckpointError(f'checkpoint {checkpoint} outputs non-finite values (NaN or inf): {advice}')
 
 
 def clamp_with_gradient(x: Tensor) -> Tensor:
