@@ -48,7 +48,9 @@ def atomic_write(path: str, mode: str = 'wb', **open_kwargs) -> Iterator[IO]:
         os.chmod(temporary, 0o666 & ~UMASK)
         os.replace(temporary, path)
     except BaseException as error:
-        full = disk_full(folder, error)  # asked before the removal frees the space the temporary took
+        # Asked before the removal frees the space the temporary took. An OutputFolderError comes from a nested
+        # atomic_write (write_together) and already names the file that found the disk full.
+        full = not isinstance(error, OutputFolderError) and disk_full(folder, error)
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         if full:
