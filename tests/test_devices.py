@@ -32,7 +32,8 @@ def test_cuda_without_a_gpu_says_to_pass_cpu():
                     reason='this machine has an MPS or XPU device')
 @pytest.mark.parametrize('name', ['mps', 'xpu:0'])
 def test_a_device_type_this_machine_lacks_says_to_pass_cpu(name):
-    with pytest.raises(DeviceError, match=f'--device {name}: no {name[:3]} device is available here: pass --device cpu'):
+    message = f'--device {name}: no {name[:3]} device is available here: pass --device cpu'
+    with pytest.raises(DeviceError, match=message):
         open_device(name)
 
 
