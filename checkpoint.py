@@ -13,7 +13,6 @@ import os
 import pickle
 import random
 import re
-import socket
 import zipfile
 from collections.abc import Mapping
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from atomic_file import atomic_write
+from atomic_file import HOST, atomic_write, process_alive
 from errors import UserError
 
 CHECKPOINT_NAME = re.compile(r'epoch-(\d+)-iter-(\d+)\.pth$')
@@ -156,7 +155,7 @@ class FolderLock:
                     os.remove(self.path)
                 continue
             with os.fdopen(descriptor, 'w') as file:
-                file.write(f'{os.getpid()} {socket.gethostname()}\n')
+                file.write(f'{os.getpid()} {HOST}\n')
             self.held = True
 
     def holder(self) -> str | None:
@@ -167,14 +166,8 @@ class FolderLock:
                 pid, host = file.read().split()
         except (FileNotFoundError, ValueError):
             return None
-        if host != socket.gethostname():
-            return f'process {pid} on {host}'
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if host == HOST and not process_alive(int(pid)):
             return None
-        except PermissionError:  # another user's live process
-            pass
         return f'process {pid} on {host}'
 
     def release(self) -> None:

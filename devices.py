@@ -14,7 +14,7 @@ class DeviceError(UserError):
 
 
 def open_device(name: str) -> torch.device:
-    """torch.device(name), or DeviceError when it is no device name or names a GPU this machine lacks."""
+    """torch.device(name), or DeviceError when it is no device name or names a device this machine lacks."""
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -25,6 +25,12 @@ def open_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f'--device {name}: this machine has {torch.cuda.device_count()} CUDA devices '
                               f'(cuda:0 to cuda:{torch.cuda.device_count() - 1})')
+    elif device.type != 'cpu':
+        try:
+            torch.empty(0, device=device)
+        except Exception:  # each backend fails its own way: RuntimeError (mps), AssertionError (xpu), ImportError
+            raise DeviceError(f'--device {name}: no {device.type} device is available here: pass --device cpu') \
+                from None
     return device
 
 

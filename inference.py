@@ -12,6 +12,7 @@ upsamples its alpha and foreground residual; --model-refine runs MattingRefine (
 """
 import argparse
 import itertools
+import math
 import os
 import shutil
 import sys
@@ -31,7 +32,7 @@ from images import GREEN_SCREEN, IMAGE_EXTENSIONS
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import prepare_for_inference
 from model.refiner import REFINE_MODES
-from model.utils import load_weights, model_settings
+from model.utils import NON_FINITE_ADVICE, check_finite_output, load_weights, model_settings
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--model-backbone', choices=BACKBONES,
@@ -86,8 +87,11 @@ def matte(args: argparse.Namespace) -> None:
     frames, fps, (width, height), count = open_input(args.input, args.fps)
     if args.num_frames is not None:
         count = min(count, args.num_frames) if count > 0 else args.num_frames
+    check_downsample_ratio(args.downsample_ratio, width, height)
     background = composite_background(args.composite_background, width, height, device)
     model = load_model(args, device)
+    # fp16 can overflow where a checkpoint is fine in full precision; bf16 keeps float32's range.
+    advice = NON_FINITE_ADVICE + ('; or run in full precision: --precision fp32' if dtype == torch.float16 else '')
     check_output_folder(args.output_dir, '--output-dir')
     if args.output_format == 'video' and (width % 2 or height % 2):
         print(f'warning: the mp4 encoder needs an even width and height, so {width}x{height} frames are written as '
@@ -105,12 +109,15 @@ def matte(args: argparse.Namespace) -> None:
                 with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     pha, fgr, state = run_model(model, src, state, args.downsample_ratio)
                 pha, fgr = pha[0].float(), fgr[0].float()
+                check_finite_output(args.model_checkpoint, pha, fgr, advice=advice)
                 images = {'pha': pha, 'fgr': fgr, 'com': fgr * pha + background * (1 - pha)}
                 for kind, output in outputs.items():
                     output.write(images[kind])
                 progress.update(len(chunk))
         if progress.n == 0:
             raise InferenceError(f'--input {args.input}: no frame could be read')
+        for output in outputs.values():
+            output.close()
     except BaseException:
         for output in outputs.values():
             output.discard()
@@ -145,6 +152,17 @@ def check_flags(args: argparse.Namespace) -> None:
         raise InferenceError(f'--refine-sample-pixels {args.refine_sample_pixels}: give 1 or more pixels')
     if args.fps <= 0:
         raise InferenceError(f'--fps {args.fps}: give a frame rate above 0')
+
+
+def check_downsample_ratio(ratio: float, width: int, height: int) -> None:
+    """InferenceError when --downsample-ratio shrinks width x height frames to nothing; the message gives the
+    smallest ratio (3 decimals) that works for them. The network itself runs on any size from 1x1."""
+    # the size F.interpolate gives the reduced frames in run_model
+    small_width, small_height = math.floor(width * ratio), math.floor(height * ratio)
+    if min(small_width, small_height) < 1:
+        smallest = math.ceil(1000 / min(width, height)) / 1000
+        raise InferenceError(f'--downsample-ratio {ratio} shrinks the {width}x{height} frames to '
+                             f'{small_width}x{small_height}, too small for the network: use {smallest} or more')
 
 
 def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
@@ -247,9 +265,9 @@ def composite_background(spec: str, width: int, height: int, device: torch.devic
 
 
 class Output:
-    """One output (pha, fgr or com) written under a temporary name: commit() renames it into place, discard()
-    removes it. Video: <dir>/<kind>.mp4 (MPEG-4 Part 2, 'mp4v': the codec every OpenCV build writes);
-    PNG: <dir>/<kind>/000000.png ... (alpha as 8-bit grey, the others RGB)."""
+    """One output (pha, fgr or com) written under a temporary name: close() finishes and checks it, commit()
+    renames it into place, discard() removes it. Video: <dir>/<kind>.mp4 (MPEG-4 Part 2, 'mp4v': the codec every
+    OpenCV build writes); PNG: <dir>/<kind>/000000.png ... (alpha as 8-bit grey, the others RGB)."""
 
     def __init__(self, folder: str, kind: str, output_format: str, fps: float, size: tuple[int, int]):
         os.makedirs(folder, exist_ok=True)
@@ -270,14 +288,26 @@ class Output:
         for image in (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy():
             image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.shape[2] == 3 else image[..., 0]
             if self.video is not None:
-                self.video.write(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+                # write() returns False when the encoder fails (None in OpenCV versions that do not tell)
+                if self.video.write(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)) is False:
+                    raise InferenceError(f'cannot write {self.path}: check the free disk space')
             elif not cv2.imwrite(os.path.join(self.temporary, f'{self.frames:06d}.png'), image):
                 raise InferenceError(f'cannot write {self.temporary}/{self.frames:06d}.png: check the free disk space')
             self.frames += 1
 
+    def close(self) -> None:
+        """Finish the video; InferenceError naming it unless it reads back with every frame written (a full disk
+        leaves a video without its index, which OpenCV reads as 0 frames)."""
+        if self.video is None:
+            return
+        self.video.release()
+        found = video_frame_count(self.temporary)
+        if found != self.frames:
+            raise InferenceError(f'cannot write {self.path}: the finished video reads back {found} of its '
+                                 f'{self.frames} frames; check the free disk space')
+
     def commit(self) -> None:
         if self.video is not None:
-            self.video.release()
             os.replace(self.temporary, self.path)
             return
         if os.path.isdir(self.path):
@@ -291,6 +321,18 @@ class Output:
                 os.remove(self.temporary)
         else:
             shutil.rmtree(self.temporary, ignore_errors=True)
+
+
+def video_frame_count(path: str) -> int:
+    """The number of frames of the video file `path` as its container tells, or 0 when it cannot be opened or its
+    last frame cannot be read."""
+    capture = cv2.VideoCapture(path)
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        capture.set(cv2.CAP_PROP_POS_FRAMES, count - 1)
+        return count if count > 0 and capture.grab() else 0
+    finally:
+        capture.release()
 
 
 if __name__ == '__main__':

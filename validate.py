@@ -5,11 +5,14 @@ carried from chunk to chunk within a clip (or reset every --reset-state-every fr
 <output-path>/metrics.json and metrics.csv, and with --save-images / --save-states per clip:
     <output-path>/<clip>/{pred_pha, true_pha, pred_err, true_src, pred_com}/<frame>.png
     <output-path>/<clip>/state_h_<channel>/<frame>.png and state_c_<channel>/<frame>.png
+Saving images or states into a folder of an earlier run first removes that run's metrics files, so that a stopped
+run never leaves its images beside another run's metrics.
 
 Example: python validate.py --dataset-name synthetic --model-backbone mobilenetv2 \
              --model-checkpoint checkpoint/demo/epoch-1-iter-80.pth --output-path output/demo
 """
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -22,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import metrics
-from atomic_file import atomic_write, check_output_folder
+from atomic_file import atomic_write, check_output_folder, write_together
 from checkpoint import read_checkpoint
 from data_path import DATASETS
 from dataset import make_dataset
@@ -31,7 +34,7 @@ from errors import UserError
 from images import green_screen_composite
 from model import BACKBONES, MattingBase
 from model.fold_batchnorm import prepare_for_inference
-from model.utils import load_weights, model_settings
+from model.utils import check_finite_output, load_weights, model_settings
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--dataset-name', required=True, choices=DATASETS, help='dataset to validate on')
@@ -73,6 +76,9 @@ parser.add_argument('--save-states', action='store_true',
 parser.add_argument('--state-module', type=int, default=3, choices=(1, 2, 3),
                     help='which ConvLSTM --save-states saves: 1 at 1/8, 2 at 1/4, 3 at 1/2 resolution')
 
+METRICS_FILES = ('metrics.json', 'metrics.csv')
+
+
 def main() -> None:
     args = parser.parse_args()
     try:
@@ -103,6 +109,8 @@ def validate(args: argparse.Namespace) -> None:
     # fp32 runs the model exactly as trained, so that published numbers reproduce; mixed precision runs it as
     # inference.py does (BatchNorm folded), to measure what inference.py's default does to the metrics.
     model = model.eval().to(device) if dtype is None else prepare_for_inference(model, device)
+    if args.save_images or args.save_states:
+        remove_earlier_metrics(args.output_path)
 
     rows = []
     state, previous_clip, previous = None, None, None
@@ -121,6 +129,7 @@ def validate(args: argparse.Namespace) -> None:
                     state = None
                 with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     pred_pha, pred_fgr, pred_err, _, state = model(true_src[:, begin - start:end - start], state)
+                check_finite_output(args.model_checkpoint, pred_pha, pred_fgr, pred_err)
                 for t, frame in enumerate(range(begin, end)):
                     pha, truth = pred_pha[0, t, 0].float(), true_pha[0, frame - start, 0]
                     values = metrics.frame_metrics(pha, truth, *(previous or (None, None)))
@@ -163,13 +172,22 @@ def write_metrics(args: argparse.Namespace, rows: list[dict]) -> dict:
                          'frames': [{key: value for key, value in row.items() if key != 'clip'} for row in clip_rows]}
                   for clip, clip_rows in clips.items()},
     }
-    with atomic_write(os.path.join(args.output_path, 'metrics.json'), 'w') as file:
-        json.dump(summary, file, indent=2)
-    with atomic_write(os.path.join(args.output_path, 'metrics.csv'), 'w', newline='') as file:
-        writer = csv.DictWriter(file, fieldnames=['clip', 'frame', *names])
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline='')
+    writer = csv.DictWriter(table, fieldnames=['clip', 'frame', *names])
+    writer.writeheader()
+    writer.writerows(rows)
+    # Together, so that a failure (a full disk) never leaves one file of this run beside one of an earlier run.
+    json_path, csv_path = (os.path.join(args.output_path, name) for name in METRICS_FILES)
+    write_together({json_path: json.dumps(summary, indent=2).encode(), csv_path: table.getvalue().encode()})
     return summary
+
+
+def remove_earlier_metrics(folder: str) -> None:
+    """Remove an earlier run's metrics files from `folder`, where this run is about to write images: a run that is
+    stopped must not leave its images beside another run's metrics."""
+    for name in METRICS_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
 
 
 def mean_metrics(rows: list[dict], names: list[str]) -> dict:

@@ -136,6 +136,8 @@ def read_image(path: str, mode: str, cover: tuple[int, int] | None = None, reduc
     and not resized further unless it is still twice that size (no JPEG): the augmentation's warp resamples it
     to the output size in the same pass as its crop, so a second resampling would only cost time (the
     geometry does not depend on the input size). 16-bit images (PNG mattes) are scaled to 8 bits, not clipped.
+    Mode 'L' reads a matte: the alpha channel of an RGBA or LA image that has one (not opaque everywhere), else
+    the luminance.
     An undecodable file raises DatasetError naming it, with `remedy` as the advice.
     """
     try:
@@ -147,6 +149,8 @@ def read_image(path: str, mode: str, cover: tuple[int, int] | None = None, reduc
             # value above 255 to 255. Other 32-bit images keep Pillow's conversion.
             if image.mode.startswith('I;16') or (image.mode == 'I' and image.format == 'PNG'):
                 image = Image.fromarray((np.asarray(image, np.float32) / 257).round().clip(0, 255).astype(np.uint8))
+            if mode == 'L' and has_alpha(image):
+                image = image.getchannel('A')
             if image.mode != mode:
                 image = image.convert(mode)
             if image.size != size and (not reduced_decoding or image.size[0] >= 2 * size[0]):
@@ -155,6 +159,12 @@ def read_image(path: str, mode: str, cover: tuple[int, int] | None = None, reduc
     except OSError as error:  # Pillow's errors for missing, unidentified and truncated files
         raise DatasetError(f'{path}: cannot decode this image ({error}); {remedy}') from None
     return torch.from_numpy(array).permute(2, 0, 1) if array.ndim == 3 else torch.from_numpy(array)[None]
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether `image` is RGBA or LA with an alpha channel that is not 255 everywhere (an opaque one holds no matte:
+    the matte is then in the colour channels)."""
+    return image.mode in ('RGBA', 'LA') and image.getchannel('A').getextrema() != (255, 255)
 
 
 def covering_size(size: tuple[int, int], cover: tuple[int, int]) -> tuple[int, int]:

@@ -20,6 +20,7 @@ DEEPLAB_RENAMES = [
     (r'^backbone\.high_level_features\.(\d+)\.', lambda m: f'backbone.features.{int(m[1]) + 4}.'),
 ]
 REQUIREMENTS = ('all', 'encoder', 'any')
+NON_FINITE_ADVICE = 'retrain it with lower learning rates or use an earlier checkpoint'
 
 
 def load_weights(model: nn.Module, backbone: str, checkpoint: Mapping, source: str, require: str = 'all',
@@ -76,6 +77,13 @@ def model_settings(checkpoint: Mapping, source: str, backbone: str | None,
     if backbone is None:
         raise CheckpointError(f'{source} does not show which backbone it was made with: pass --model-backbone')
     return backbone, recorded_setting(checkpoint, 'without_convlstm', without_convlstm, False, source)
+
+
+def check_finite_output(checkpoint: str, *outputs: Tensor, advice: str = NON_FINITE_ADVICE) -> None:
+    """CheckpointError naming `checkpoint` unless every value of the model outputs is finite: a diverged training
+    run can leave finite weights whose outputs are NaN, which would be written as an empty matte."""
+    if not all(torch.isfinite(output).all() for output in outputs):
+        raise CheckpointError(f'checkpoint {checkpoint} outputs non-finite values (NaN or inf): {advice}')
 
 
 def copy_matching_tensors(model: nn.Module, state_dict: Mapping[str, Tensor], verbose: bool = False) -> dict:

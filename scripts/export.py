@@ -35,7 +35,7 @@ from checkpoint import read_checkpoint  # noqa: E402
 from errors import UserError  # noqa: E402
 from model import BACKBONES, MattingBase  # noqa: E402
 from model.model import STATE_LAYOUT  # noqa: E402
-from model.utils import load_weights, model_settings  # noqa: E402
+from model.utils import check_finite_output, load_weights, model_settings  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--model-backbone', choices=BACKBONES,
@@ -122,6 +122,9 @@ def export_model(args: argparse.Namespace) -> None:
     wrapper = ExplicitStateMatting(model).eval()
     torch.manual_seed(0)
     example = (torch.rand(1, args.seq_length, 3, height, width), *zero_state(1, height, width))
+    if args.model_checkpoint:
+        with torch.no_grad():
+            check_finite_output(args.model_checkpoint, *wrapper(*example))
     with torch.no_grad(), warnings.catch_warnings():
         # The deprecated exporters are chosen on purpose (they work from torch 2.1 on): their warnings are not news.
         warnings.filterwarnings('ignore', message=r'`torch\.jit\.\w+` is deprecated', category=FutureWarning)
@@ -145,6 +148,9 @@ def export_model(args: argparse.Namespace) -> None:
                               f'({type(error).__name__}): its sizes were fixed by tracing; nothing written') from None
         print(f'largest difference from PyTorch, batch {batch} at {clip_height}x{clip_width}, 2 chunks: '
               f'{difference:.2e}')
+        if math.isnan(difference):
+            raise ExportError(f'the outputs on a batch of {batch} at {clip_height}x{clip_width} hold NaN, so the '
+                              f'exported model cannot be checked against PyTorch; nothing written')
         if difference > args.tolerance:
             raise ExportError(f'the exported model differs from PyTorch by {difference:.2e} > --tolerance '
                               f'{args.tolerance}; nothing written')
@@ -199,14 +205,18 @@ def load_onnx(data: bytes) -> Callable[..., list[Tensor]]:
 @torch.no_grad()
 def compare(wrapper: nn.Module, run: Callable[..., list[Tensor]], clip: Tensor, seq_length: int) -> float:
     """Largest absolute difference of pha, fgr and the state between PyTorch and the exported model over the
-    chunks of clip (B, T, 3, H, W), each side starting from zeros and carrying its own state."""
+    chunks of clip (B, T, 3, H, W), each side starting from zeros and carrying its own state; NaN where either
+    side outputs NaN."""
     expected_state = exported_state = zero_state(clip.shape[0], clip.shape[3], clip.shape[4])
     difference = 0.0
     for start in range(0, clip.shape[1], seq_length):
         chunk = clip[:, start:start + seq_length]
         expected = wrapper(chunk, *expected_state)
         exported = run(chunk, *exported_state)
-        difference = max(difference, *((a - b).abs().max().item() for a, b in zip(expected, exported, strict=True)))
+        gaps = [(a - b).abs().max().item() for a, b in zip(expected, exported, strict=True)]
+        if any(math.isnan(gap) for gap in gaps):
+            return math.nan  # max() would drop it: max(0.0, nan) is 0.0
+        difference = max(difference, *gaps)
         expected_state, exported_state = list(expected[2:]), list(exported[2:])
     return difference
 

@@ -48,3 +48,15 @@ def random_checkpoint(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp('model') / 'mobilenetv2.pth')
     torch.save(MattingBase('mobilenetv2').state_dict(), path)
     return path
+
+
+@pytest.fixture(scope='session')
+def nan_checkpoint(tmp_path_factory) -> str:
+    """A bare state dict of MattingBase('mobilenetv2') whose values are all finite but whose outputs are NaN: its
+    first BatchNorm has a running variance of -1, as a diverged training run can leave it."""
+    torch.manual_seed(0)
+    model = MattingBase('mobilenetv2')
+    model.backbone.features[0][1].running_var.fill_(-1)
+    path = str(tmp_path_factory.mktemp('model') / 'diverged.pth')
+    torch.save(model.state_dict(), path)
+    return path

@@ -1,10 +1,18 @@
-"""atomic_file: atomic_write's file appears complete or not at all, with ordinary permissions; check_output_folder."""
+"""atomic_file: atomic_write's file appears complete or not at all, with ordinary permissions; a full disk is one
+error naming the folder; killed writers' temporaries are cleaned up; write_together; check_output_folder."""
+import errno
+import io
 import os
+import shutil
 import stat
+import subprocess
+import time
+from types import SimpleNamespace
 
 import pytest
+import torch
 
-from atomic_file import OutputFolderError, atomic_write, check_output_folder
+from atomic_file import HOST, OutputFolderError, atomic_write, check_output_folder, write_together
 
 
 def test_written_file_replaces_the_old_one_with_umask_permissions(tmp_path):
@@ -57,3 +65,80 @@ def test_output_folder_in_a_folder_without_write_permission(tmp_path, monkeypatc
     monkeypatch.setattr(os, 'access', lambda path, mode: False)  # as for a user without write permission on tmp_path
     with pytest.raises(OutputFolderError, match=f'--output-dir {tmp_path / "out"}: {tmp_path} is not writable'):
         check_output_folder(str(tmp_path / 'out'), '--output-dir')
+
+
+class FullDisk(io.RawIOBase):
+    """A file that takes `room` bytes, then fails as a full disk does."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        self.room -= len(data)
+        return self.file.write(data)
+
+
+def test_a_full_disk_names_the_folder_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / 'model.pth'
+    path.write_text('old')
+    with pytest.raises(OutputFolderError, match=f'^{tmp_path}: the disk is full, so model.pth cannot be written'):
+        with atomic_write(str(path)) as file:
+            file.write(b'half')
+            raise OSError(errno.ENOSPC, 'No space left on device')
+    # torch.save turns the failed write into a RuntimeError ('enforce fail at inline_container.cc')
+    with pytest.raises(OutputFolderError, match='the disk is full'):
+        with atomic_write(str(path)) as file:
+            torch.save({'weight': torch.zeros(10_000)}, FullDisk(file, 5000))
+    assert path.read_text() == 'old'
+    assert os.listdir(tmp_path) == ['model.pth']
+
+
+def test_a_runtime_error_is_a_full_disk_only_when_the_disk_is_nearly_full(tmp_path, monkeypatch):
+    path = str(tmp_path / 'model.pth')
+    for free, expected in ((0, OutputFolderError), (10 << 30, RuntimeError)):
+        monkeypatch.setattr(shutil, 'disk_usage', lambda folder: SimpleNamespace(total=20 << 30, free=free))
+        with pytest.raises(expected):
+            with atomic_write(path):
+                raise RuntimeError('a write failed')
+    assert os.listdir(tmp_path) == []
+
+
+def test_files_written_together_replace_both_or_neither(tmp_path):
+    first, second = tmp_path / 'metrics.json', tmp_path / 'metrics.csv'
+    first.write_text('old')
+    second.mkdir()  # in the way: the second file cannot be written
+    with pytest.raises(IsADirectoryError):
+        write_together({str(first): b'new', str(second): b'new'})
+    assert first.read_text() == 'old' and sorted(os.listdir(tmp_path)) == ['metrics.csv', 'metrics.json']
+    second.rmdir()
+    write_together({str(first): b'{}', str(second): b'a,b'})
+    assert first.read_text() == '{}' and second.read_text() == 'a,b'
+    assert sorted(os.listdir(tmp_path)) == ['metrics.csv', 'metrics.json']
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
+    finished = subprocess.Popen(['true'])
+    finished.wait()  # its pid now names no process
+    dead, alive, day_old = finished.pid, os.getpid(), time.time() - 25 * 3600
+    names = {  # name: (modification time, whether a write of result.txt removes it)
+        f'.result.txt.{dead}@{HOST}.abcd1234.tmp': (None, True),
+        f'.result.txt.{alive}@{HOST}.abcd1234.tmp': (None, False),
+        f'.result.txt.{dead}@other-machine.abcd1234.tmp': (None, False),  # its pid may be alive there
+        f'.result.txt.{dead}@other-machine.efgh5678.tmp': (day_old, True),
+        '.result.txt.abcd1234.tmp': (None, False),  # named before the pid was: a day to finish
+        '.result.txt.efgh5678.tmp': (day_old, True),
+        f'.other.txt.{dead}@{HOST}.abcd1234.tmp': (None, False),
+    }
+    for name, (modified, _) in names.items():
+        (tmp_path / name).write_text('partial')
+        if modified is not None:
+            os.utime(tmp_path / name, (modified, modified))
+    with atomic_write(str(tmp_path / 'result.txt'), 'w') as file:
+        file.write('new')
+    kept = sorted(name for name, (_, removed) in names.items() if not removed)
+    assert sorted(os.listdir(tmp_path)) == sorted([*kept, 'result.txt'])

@@ -255,6 +255,19 @@ def test_16_bit_mattes_are_scaled_to_8_bits(tmp_path):
     assert read_image(tiff, 'L')[0].tolist() == [[0, 128, 255]], 'a 32-bit image holding 0..255 is not divided'
 
 
+def test_a_matte_in_the_alpha_channel_is_read_from_it(tmp_path):
+    ramp = np.linspace(0, 255, 24 * 16).round().astype(np.uint8).reshape(16, 24)
+    black = np.zeros((16, 24, 3), np.uint8)
+    Image.fromarray(np.dstack([black, ramp]), 'RGBA').save(tmp_path / 'rgba.png')
+    Image.fromarray(np.dstack([black[..., 0], ramp]), 'LA').save(tmp_path / 'la.png')
+    for name in ('rgba.png', 'la.png'):
+        assert read_image(str(tmp_path / name), 'L')[0].tolist() == ramp.tolist(), name
+    opaque = np.dstack([ramp, ramp, ramp, np.full_like(ramp, 255)])
+    Image.fromarray(opaque, 'RGBA').save(tmp_path / 'opaque.png')
+    assert read_image(str(tmp_path / 'opaque.png'), 'L')[0].tolist() == ramp.tolist(), 'an opaque alpha holds no matte'
+    assert read_image(str(tmp_path / 'rgba.png'), 'RGB').sum() == 0, 'frames read as before'
+
+
 def test_background_folder_without_images(tmp_path):
     videomatte, backgrounds = write_clips(tmp_path, {'a': 2}, backgrounds=0)
     with pytest.raises(DatasetError, match=f'{backgrounds}: no background images'):

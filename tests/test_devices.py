@@ -29,6 +29,15 @@ def test_cuda_without_a_gpu_says_to_pass_cpu():
         open_device('cuda:1')
 
 
+@pytest.mark.skipif(torch.backends.mps.is_available() or hasattr(torch, 'xpu') and torch.xpu.is_available(),
+                    reason='this machine has an MPS or XPU device')
+@pytest.mark.parametrize('name', ['mps', 'xpu:0'])
+def test_a_device_type_this_machine_lacks_says_to_pass_cpu(name):
+    message = f'--device {name}: no {name[:3]} device is available here: pass --device cpu'
+    with pytest.raises(DeviceError, match=message):
+        open_device(name)
+
+
 PAGE_FAULTS_OF_A_FORWARD = '''
 import resource, sys, torch
 from devices import reuse_freed_cpu_memory

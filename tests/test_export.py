@@ -4,7 +4,9 @@ and frame sizes, over chunks that carry the state.
 One test runs the script as a user does; the others call its main() in this process (a Python with torch takes
 ~5 s to start on the 2-core machine).
 """
+import errno
 import importlib.util
+import math
 import os
 
 import pytest
@@ -115,4 +117,35 @@ def test_a_mismatch_writes_nothing(tmp_path, capsys):
                            '--resolution', '32', '--tolerance', '-1')
     assert 'differs from PyTorch' in message and 'nothing written' in message
     assert 'batch 1 at 32x32' in capsys.readouterr().out, 'one --resolution number traces square frames'
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_checkpoint_with_non_finite_outputs_is_not_exported(nan_checkpoint, tmp_path):
+    message = export_error('--model-backbone', 'mobilenetv2', '--model-checkpoint', nan_checkpoint, '--format',
+                           'torchscript', '--output', str(tmp_path / 'model.pt'), '--resolution', '32')
+    assert message == f'error: checkpoint {nan_checkpoint} outputs non-finite values (NaN or inf): retrain it with ' \
+                      f'lower learning rates or use an earlier checkpoint'
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_exported_model_that_outputs_nan_fails_the_comparison(tmp_path, monkeypatch):
+    def load_nan_model(data: bytes):
+        return lambda *inputs: [output * math.nan for output in torchscript(data)(*inputs)]
+
+    torchscript = export.load_torchscript
+    monkeypatch.setattr(export, 'load_torchscript', load_nan_model)
+    message = export_error('--model-backbone', 'mobilenetv2', '--format', 'torchscript', '--output',
+                           str(tmp_path / 'model.pt'), '--resolution', '32')
+    assert 'a batch of 1 at 32x32 hold NaN, so the exported model cannot be checked' in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+    def full_disk(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(os, 'fsync', full_disk)
+    message = export_error('--model-backbone', 'mobilenetv2', '--format', 'torchscript', '--output',
+                           str(tmp_path / 'model.pt'), '--resolution', '32')
+    assert message.startswith(f'error: {tmp_path}: the disk is full, so model.pt cannot be written')
     assert os.listdir(tmp_path) == []

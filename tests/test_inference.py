@@ -264,3 +264,53 @@ def test_precision_bf16_on_a_cpu_without_it_is_an_error(monkeypatch, random_chec
     monkeypatch.setattr(devices, 'low_precision_dtype', lambda device: None)
     message = infer_error(random_checkpoint, video, tmp_path / 'out', '--precision', 'bf16')
     assert message.startswith('error: --precision bf16: ') and 'has no bfloat16 instructions' in message
+
+
+class FullDiskVideoWriter:
+    """cv2.VideoWriter on a disk that fills up: the end of the file, with the index of its frames, never arrives;
+    with `fail_writes` write() says so, as OpenCV 5 does."""
+
+    def __init__(self, real_writer, fail_writes: bool, path: str, *args):
+        self.writer, self.fail_writes, self.path = real_writer(path, *args), fail_writes, path
+
+    def isOpened(self) -> bool:
+        return self.writer.isOpened()
+
+    def write(self, image: np.ndarray) -> bool | None:
+        written = self.writer.write(image)
+        return False if self.fail_writes else written
+
+    def release(self) -> None:
+        self.writer.release()
+        with open(self.path, 'r+b') as file:
+            file.truncate(os.path.getsize(self.path) // 2)
+
+
+@pytest.mark.parametrize('fail_writes', [False, True])
+def test_a_full_disk_keeps_the_earlier_video(random_checkpoint, video, tmp_path, monkeypatch, fail_writes):
+    infer(random_checkpoint, video, tmp_path, '--output-types', 'fgr', '--num-frames', '4')
+    earlier = (tmp_path / 'fgr.mp4').read_bytes()
+    real_writer = cv2.VideoWriter
+    monkeypatch.setattr(cv2, 'VideoWriter', lambda *args: FullDiskVideoWriter(real_writer, fail_writes, *args))
+    with pytest.raises(SystemExit) as exit_info:
+        infer(random_checkpoint, video, tmp_path, '--output-types', 'fgr')
+    message = exit_info.value.code
+    assert message.startswith(f'error: cannot write {tmp_path / "fgr.mp4"}: ') and '\n' not in message
+    assert message.endswith('check the free disk space')
+    assert (tmp_path / 'fgr.mp4').read_bytes() == earlier and os.listdir(tmp_path) == ['fgr.mp4']
+
+
+def test_a_checkpoint_with_non_finite_outputs_writes_nothing(nan_checkpoint, video, tmp_path):
+    for output_format in ('video', 'png'):
+        message = infer_error(nan_checkpoint, video, tmp_path / output_format, '--output-format', output_format)
+        assert message == f'error: checkpoint {nan_checkpoint} outputs non-finite values (NaN or inf): retrain it ' \
+                          f'with lower learning rates or use an earlier checkpoint'
+
+
+def test_a_downsample_ratio_that_leaves_no_pixel_names_the_smallest_that_works(random_checkpoint, video, tmp_path):
+    message = infer_error(random_checkpoint, video, tmp_path / 'out', '--downsample-ratio', '0.01')
+    assert message == f'error: --downsample-ratio 0.01 shrinks the {WIDTH}x{HEIGHT} frames to 0x0, too small for ' \
+                      f'the network: use 0.021 or more'
+    assert not (tmp_path / 'out').exists()
+    infer(random_checkpoint, video, tmp_path / 'out', '--downsample-ratio', '0.021', '--num-frames', '2')
+    assert len(read_video(str(tmp_path / 'out' / 'com.mp4'))[0]) == 2

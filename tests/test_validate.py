@@ -1,11 +1,14 @@
 """validate.py end to end on the tiny synthetic dataset with a checkpoint from a short train.py run."""
 import csv
+import errno
 import json
 import os
 
 import pytest
 import torch
 
+import validate
+from atomic_file import OutputFolderError
 from devices import low_precision_dtype
 from script_runner import run_script
 
@@ -123,3 +126,68 @@ def test_the_model_settings_come_from_the_checkpoint(tiny_synthetic, trained_che
     assert result.returncode != 0 and 'Traceback' not in result.stderr
     assert (f'--without-convlstm on contradicts checkpoint {trained_checkpoint}, trained with --without-convlstm '
             f'off') in result.stderr
+
+
+def earlier_run(folder) -> dict:
+    """Write an earlier run's metrics files into `folder`; returns {name: content}."""
+    os.makedirs(folder, exist_ok=True)
+    earlier = {'metrics.json': '{"frames": 1}', 'metrics.csv': 'clip,frame,MAD\n0000,0,1.0\n'}
+    for name, text in earlier.items():
+        with open(os.path.join(folder, name), 'w') as file:
+            file.write(text)
+    return earlier
+
+
+def contents(folder) -> dict:
+    return {name: open(os.path.join(folder, name)).read() for name in validate.METRICS_FILES
+            if os.path.exists(os.path.join(folder, name))}
+
+
+def test_a_checkpoint_with_non_finite_outputs_is_one_line(tiny_synthetic, nan_checkpoint, tmp_path):
+    earlier = earlier_run(tmp_path)
+    result = run_script('validate.py', *validate_args(tiny_synthetic, nan_checkpoint, str(tmp_path)))
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f'error: checkpoint {nan_checkpoint} outputs non-finite values ' \
+                                                     f'(NaN or inf): retrain it with lower learning rates or use an ' \
+                                                     f'earlier checkpoint'
+    assert contents(tmp_path) == earlier and sorted(os.listdir(tmp_path)) == sorted(earlier)
+
+
+def test_a_full_disk_leaves_the_earlier_metrics_whole(tmp_path, monkeypatch):
+    earlier = earlier_run(tmp_path)
+    real_fsync, synced = os.fsync, []
+
+    def fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        if len(synced) == 2:  # metrics.json is written, metrics.csv finds the disk full
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, 'fsync', fsync)
+    args = validate.parser.parse_args(validate_args('data', 'model.pth', str(tmp_path)))
+    rows = [{'clip': '0000', 'frame': 0, 'MAD': 2.0}]
+    with pytest.raises(OutputFolderError, match=f'^{tmp_path}: the disk is full, so metrics.csv cannot be written; '
+                                                f'free some space there or choose another folder$'):
+        validate.write_metrics(args, rows)
+    assert contents(tmp_path) == earlier and sorted(os.listdir(tmp_path)) == sorted(earlier)
+    monkeypatch.setattr(os, 'fsync', real_fsync)
+    validate.write_metrics(args, rows)
+    assert json.loads(contents(tmp_path)['metrics.json'])['mean'] == {'MAD': 2.0}
+    assert (tmp_path / 'metrics.csv').read_bytes() == b'clip,frame,MAD\r\n0000,0,2.0\r\n'  # as csv writes them
+
+
+def test_saving_images_removes_the_earlier_runs_metrics_first(tiny_synthetic, random_checkpoint, tmp_path,
+                                                              monkeypatch):
+    earlier_run(tmp_path)
+    real_save_images = validate.save_images
+
+    def killed_after_one_frame(*args) -> None:
+        real_save_images(*args)
+        raise KeyboardInterrupt  # as a run stopped while saving its images
+
+    monkeypatch.setattr(validate, 'save_images', killed_after_one_frame)
+    args = validate.parser.parse_args(validate_args(tiny_synthetic, random_checkpoint, str(tmp_path), '--save-images'))
+    with pytest.raises(KeyboardInterrupt):
+        validate.validate(args)
+    assert os.listdir(tmp_path / '0000' / 'pred_pha') == ['000000.png']
+    assert contents(tmp_path) == {}, "this run's images never sit beside the earlier run's metrics"
