@@ -26,7 +26,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 import metrics
-from atomic_file import check_output_folder
+from atomic_file import DISK_FULL_ERRNOS, check_output_folder
 from checkpoint import (FolderLock, is_training_checkpoint, newest_checkpoint, read_checkpoint, recorded_setting,
                         remove_old_checkpoints, save_checkpoint, set_random_states)
 from data_path import DATASETS
@@ -112,6 +112,11 @@ def main() -> None:
         status = train(args)
     except UserError as error:
         sys.exit(f'error: {error}')
+    except OSError as error:  # checkpoints report a full disk themselves (atomic_write); TensorBoard's log does not
+        if error.errno not in DISK_FULL_ERRNOS:
+            raise
+        sys.exit(f'error: the disk is full ({error}): free some space, or choose another --log-dir or '
+                 f'--checkpoint-dir; --resume continues from the newest checkpoint')
     sys.exit(status)
 
 

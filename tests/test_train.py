@@ -1,4 +1,5 @@
 """train.py: checkpoints and logs, learning, exact resume after a kill, torchrun with gloo, bad input."""
+import errno
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from checkpoint import newest_checkpoint, remove_old_checkpoints
 from dataset import make_dataset
 from loss import matting_loss
 from model import MattingBase
+import train
 from script_runner import REPO, run_script, train_args
 from train import outputs_finite
 
@@ -345,3 +347,16 @@ def test_last_checkpoint_without_the_whole_encoder_is_refused(tiny_synthetic, tm
     assert f'--model-last-checkpoint {path} is not a checkpoint of this model' in result.stderr
     assert 'pass it to --model-pretrain-initialization' in result.stderr
     assert not (tmp_path / 'checkpoint').exists(), 'nothing created'
+
+
+def test_a_full_disk_under_the_tensorboard_log_is_one_line(monkeypatch):
+    def full_disk(args):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(train, 'train', full_disk)
+    monkeypatch.setattr(sys, 'argv', ['train.py', '--dataset-name', 'synthetic', '--model-backbone', 'mobilenetv2',
+                                      '--model-name', 'full'])
+    with pytest.raises(SystemExit) as exit_info:
+        train.main()
+    message = exit_info.value.code
+    assert message.startswith('error: the disk is full ([Errno 28] No space left on device): free some space')
+    assert '\n' not in message
