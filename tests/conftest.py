@@ -9,6 +9,11 @@ from model import MattingBase
 from script_runner import ablation_args, run_script, train_args
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line('markers', 'slow: runs the scripts as subprocesses (train.py, validate.py, the ablation, '
+                                       'torchrun, the notebook); python -m pytest -q -m "not slow" leaves them out')
+
+
 @pytest.fixture(scope='session')
 def tiny_synthetic(tmp_path_factory) -> str:
     """Root of a tiny plain synthetic dataset, written once per session (about 0.2 s): 96x54 frames;

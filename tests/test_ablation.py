@@ -8,6 +8,8 @@ import pytest
 
 from script_runner import ablation_args, run_script
 
+pytestmark = pytest.mark.slow  # every test here runs the scripts as subprocesses
+
 MODELS = ['w/ ConvLSTM', 'w/ ConvLSTM, state reset every sequence', 'w/o ConvLSTM']
 STYLES = ['plain', 'camouflage']
 

@@ -121,6 +121,7 @@ def test_files_written_together_replace_both_or_neither(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['metrics.csv', 'metrics.json']
 
 
+@pytest.mark.slow
 def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
     finished = subprocess.Popen(['true'])
     finished.wait()  # its pid now names no process

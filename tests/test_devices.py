@@ -64,6 +64,7 @@ def transparent_huge_pages_always() -> bool:
         return '[always]' in file.read()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.libc_ver()[0] != 'glibc' or transparent_huge_pages_always(),
                     reason='glibc malloc, and page faults counted in 4 KiB pages')
 def test_freed_cpu_memory_is_reused_without_page_faults():

@@ -31,6 +31,7 @@ def export_error(*args: str) -> str:
     return message
 
 
+@pytest.mark.slow
 def test_export_from_the_command_line(random_checkpoint, tmp_path):
     output = tmp_path / 'model.pt'
     result = run_script('scripts/export.py', '--model-backbone', 'mobilenetv2', '--model-checkpoint', random_checkpoint,
@@ -41,6 +42,7 @@ def test_export_from_the_command_line(random_checkpoint, tmp_path):
     assert os.listdir(tmp_path) == ['model.pt']  # no temporary file left
 
 
+@pytest.mark.slow  # full-size exports of two backbones
 @pytest.mark.parametrize('backbone, export_format, recurrent', [
     ('mobilenetv2', 'torchscript', True), ('mobilenetv2', 'onnx', True), ('mobilenetv2', 'onnx', False),
     ('resnet50', 'torchscript', True), ('resnet50', 'onnx', True)])

@@ -74,6 +74,7 @@ def infer_error(checkpoint: str, source: str, output, *extra: str) -> str:
     return message
 
 
+@pytest.mark.slow
 def test_video_outputs_match_the_input(random_checkpoint, video, tmp_path):
     result = run_script('inference.py', *arguments(random_checkpoint, video, tmp_path, '--output-types', 'pha', 'fgr',
                                                    'com', '--seq-length', '4'))
@@ -86,6 +87,7 @@ def test_video_outputs_match_the_input(random_checkpoint, video, tmp_path):
         assert frames[0].shape == (HEIGHT, WIDTH, 3)
 
 
+@pytest.mark.slow
 def test_an_error_exits_with_one_line(video, tmp_path):
     result = run_script('inference.py', *arguments(tmp_path / 'missing.pth', video, tmp_path / 'out'))
     assert result.returncode == 1 and 'Traceback' not in result.stderr

@@ -4,11 +4,14 @@ import os
 import sys
 
 import nbformat
+import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from PIL import Image
 
 from script_runner import REPO
+
+pytestmark = pytest.mark.slow  # every test here runs the scripts as subprocesses
 
 NOTEBOOK = os.path.join(REPO, 'analysis.ipynb')
 PARAMETERS = {'REPORT_JSON': 'report/ablation.json', 'FIGURE_DIR': 'report/img', 'STYLE': 'camouflage', 'SEED': 0,

@@ -35,6 +35,7 @@ def test_warmup_then_cosine_to_zero():
     assert [lr_factor(step, 4, 100, 'constant') for step in (0, 3, 4, 99)] == [0.25, 1.0, 1.0, 1.0]
 
 
+@pytest.mark.slow
 def test_train_py_follows_the_schedule_and_clips(tmp_path):
     result = run_script('train.py', '--dataset-name', 'synthetic', '--model-backbone', 'mobilenetv2',
                         '--model-name', 'schedule', '--resolution', '32', '--batch-size', '1', '--seq-length', '2',
@@ -49,6 +50,7 @@ def test_train_py_follows_the_schedule_and_clips(tmp_path):
     assert [group['base_lr'] for group in checkpoint['optimizer']['param_groups']] == [1e-4, 5e-4, 1e-3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('flags, named', [
     (['--warmup-steps', '-1'], '--warmup-steps'), (['--grad-clip', '-0.1'], '--grad-clip'),
     (['--lr-schedule', 'step'], '--lr-schedule'),

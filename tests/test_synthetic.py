@@ -114,6 +114,7 @@ def test_an_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_bad_options_and_an_existing_root(tmp_path):
     with pytest.raises(ValueError, match="unknown style 'zebra'"):
         generate(str(tmp_path / 'a'), 'zebra')
@@ -129,6 +130,7 @@ def test_bad_options_and_an_existing_root(tmp_path):
     assert result.stderr == f'error: {tmp_path}/full: already exists; delete it or choose another root\n'
 
 
+@pytest.mark.slow
 def test_command_line_writes_the_dataset(tmp_path):
     result = subprocess.run([sys.executable, '-m', 'dataset.synthetic', '--root', str(tmp_path / 'data'),
                              '--style', 'camouflage', '--width', '32', '--height', '18', '--frames', '3',

@@ -32,6 +32,7 @@ def logged(log_dir: str, tag: str = 'train/loss_total') -> dict[int, float]:
     return values
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_everything_to_continue(trained_checkpoint):
     checkpoint = torch.load(trained_checkpoint, map_location='cpu', weights_only=False)
     assert {'model', 'optimizer', 'scaler', 'epoch', 'step', 'batch_in_epoch', 'args', 'random_states'} <= set(checkpoint)
@@ -44,6 +45,7 @@ def test_checkpoint_holds_everything_to_continue(trained_checkpoint):
             'train/lr_backbone'} <= set(EventAccumulator(log_dir).Reload().Tags()['scalars'])
 
 
+@pytest.mark.slow  # 25 training steps
 def test_loss_decreases_when_overfitting_one_batch(tiny_synthetic):
     torch.manual_seed(0)
     dataset = make_dataset('videomatte240k', 'train', 3, 64, videomatte_root=tiny_synthetic,
@@ -72,6 +74,7 @@ def test_matting_loss_is_zero_for_a_perfect_prediction():
     assert worse['pha_l1'] > 0 and worse['pha_sobel'] > 0 and worse['err_l2'] > 0
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_continues_exactly(tiny_synthetic, tmp_path):
     straight = tmp_path / 'straight'
     result = run_script('train.py', *train_args(tiny_synthetic, str(straight), '--max-steps', '9',
@@ -101,6 +104,7 @@ def test_resume_after_a_kill_continues_exactly(tiny_synthetic, tmp_path):
     assert [resumed[step] for step in resumed] == [expected[step] for step in resumed]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny_synthetic, tmp_path):
     args = train_args(tiny_synthetic, str(tmp_path), '--checkpoint-interval', '1000', '--log-valid-interval', '0')
     process = subprocess.Popen([sys.executable, 'train.py', *args, '--max-steps', '1000'], cwd=REPO,
@@ -116,6 +120,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny_synthetic, tmp_path):
     assert len(saved) == 1 and 'interrupted: saved' in stderr + stdout
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_with_workers_saves_and_exits_143(tiny_synthetic, tmp_path):
     args = train_args(tiny_synthetic, str(tmp_path), '--checkpoint-interval', '1000', '--log-valid-interval', '0',
                       '--num-workers', '1')
@@ -132,6 +137,7 @@ def test_sigterm_to_the_process_group_with_workers_saves_and_exits_143(tiny_synt
     assert len(os.listdir(tmp_path / 'checkpoint')) == 1
 
 
+@pytest.mark.slow
 def test_a_bad_frame_mid_training_keeps_the_steps_done(tiny_synthetic, tmp_path):
     data = tmp_path / 'data'
     shutil.copytree(tiny_synthetic, data)
@@ -145,6 +151,7 @@ def test_a_bad_frame_mid_training_keeps_the_steps_done(tiny_synthetic, tmp_path)
     assert os.listdir(tmp_path / 'checkpoint') == ['epoch-0-iter-1.pth']
 
 
+@pytest.mark.slow
 def test_a_second_run_in_the_same_folder_is_refused(trained_checkpoint, tiny_synthetic):
     out = os.path.dirname(os.path.dirname(trained_checkpoint))
     before = sorted(os.listdir(os.path.join(out, 'checkpoint')))
@@ -154,6 +161,7 @@ def test_a_second_run_in_the_same_folder_is_refused(trained_checkpoint, tiny_syn
     assert sorted(os.listdir(os.path.join(out, 'checkpoint'))) == before
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_settings_of_the_checkpoint(tiny_synthetic, tmp_path):
     result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
                                                 '--log-valid-interval', '0', '--without-convlstm', '--seed', '3'))
@@ -174,6 +182,7 @@ def test_resume_keeps_the_settings_of_the_checkpoint(tiny_synthetic, tmp_path):
     assert sorted(os.listdir(tmp_path / 'checkpoint')) == ['epoch-0-iter-1.pth', 'epoch-0-iter-2.pth']
 
 
+@pytest.mark.slow
 def test_a_running_process_holds_the_checkpoint_folder(tiny_synthetic, tmp_path):
     folder = tmp_path / 'checkpoint'
     folder.mkdir()
@@ -201,6 +210,7 @@ def test_finite_weights_with_non_finite_outputs_are_caught():
     assert model.training, 'left in the mode it was in'
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_without_a_checkpoint(tiny_synthetic, tmp_path):
     result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '6',
                                                 '--checkpoint-interval', '1', '--log-valid-interval', '0',
@@ -212,6 +222,7 @@ def test_non_finite_loss_stops_without_a_checkpoint(tiny_synthetic, tmp_path):
         assert all(torch.isfinite(tensor).all() for tensor in weights.values() if tensor.is_floating_point())
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_gloo_processes_agrees_on_weights(tiny_synthetic, tmp_path):
     args = train_args(tiny_synthetic, str(tmp_path), '--max-steps', '2', '--checkpoint-interval', '2',
                       '--log-valid-interval', '0', '--batch-size', '1')
@@ -223,6 +234,7 @@ def test_torchrun_with_two_gloo_processes_agrees_on_weights(tiny_synthetic, tmp_
     assert os.listdir(tmp_path / 'checkpoint') == ['epoch-0-iter-2.pth']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('extra, message', [
     (['--videomatte-root', '/nonexistent/videomatte'], '/nonexistent/videomatte'),
     (['--backgrounds-root', '/nonexistent/backgrounds'], '/nonexistent/backgrounds'),
@@ -233,6 +245,7 @@ def test_missing_paths_are_named(tiny_synthetic, tmp_path, extra, message):
     assert 'Traceback' not in result.stderr and result.stderr.strip().splitlines()[-1].startswith('error:')
 
 
+@pytest.mark.slow
 def test_unknown_dataset_name(tiny_synthetic, tmp_path):
     args = train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1')
     args[args.index('--dataset-name') + 1] = 'videomatte999k'
@@ -240,6 +253,7 @@ def test_unknown_dataset_name(tiny_synthetic, tmp_path):
     assert result.returncode != 0 and "videomatte999k" in result.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_backbone_names_both(tiny_synthetic, tmp_path):
     path = tmp_path / 'resnet50.pth'
     torch.save(MattingBase('resnet50').state_dict(), path)
@@ -249,6 +263,7 @@ def test_checkpoint_of_another_backbone_names_both(tiny_synthetic, tmp_path):
     assert 'resnet50' in result.stderr and 'mobilenetv2' in result.stderr and 'Traceback' not in result.stderr
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint(tiny_synthetic, tmp_path, trained_checkpoint):
     path = tmp_path / 'truncated.pth'
     path.write_bytes(open(trained_checkpoint, 'rb').read()[:5000])
@@ -257,12 +272,14 @@ def test_truncated_checkpoint(tiny_synthetic, tmp_path, trained_checkpoint):
     assert result.returncode != 0 and 'truncated' in result.stderr and str(path) in result.stderr
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_dataset(tiny_synthetic, tmp_path):
     result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '1',
                                                 '--batch-size', '500'))
     assert result.returncode != 0 and 'fewer than --batch-size 500' in result.stderr
 
 
+@pytest.mark.slow
 def test_keep_checkpoints_leaves_the_newest(tiny_synthetic, tmp_path, trained_checkpoint):
     result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '3',
                                                 '--checkpoint-interval', '1', '--keep-checkpoints', '2',
@@ -273,6 +290,7 @@ def test_keep_checkpoints_leaves_the_newest(tiny_synthetic, tmp_path, trained_ch
     assert 'Loaded 368/368 tensors' in result.stdout  # MobileNetV2's, from --model-pretrain-initialization
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('flags, named', [
     (['--batch-size', '1', '--seq-length', '1'], '--batch-size x --seq-length at least 2'),
     (['--batch-size', '0'], '--batch-size and --seq-length must be at least 1'),
@@ -284,6 +302,7 @@ def test_counts_and_intervals_out_of_range(tiny_synthetic, tmp_path, flags, name
     assert result.returncode != 0 and named in result.stderr and 'Traceback' not in result.stderr
 
 
+@pytest.mark.slow
 def test_unwritable_checkpoint_folder_fails_before_training(tiny_synthetic, tmp_path):
     blocker = tmp_path / 'a_file'
     blocker.write_text('')
@@ -302,6 +321,7 @@ def test_newest_checkpoint_is_ordered_by_epoch_then_step(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['epoch-1-iter-2.pth', 'epoch-1-iter-5.pth', 'notes.pth']
 
 
+@pytest.mark.slow
 def test_steps_count_on_from_epoch_start(tiny_synthetic, tmp_path):
     per_epoch = len(make_dataset('videomatte240k', 'train', 3, 64, videomatte_root=tiny_synthetic,
                                  backgrounds_root=os.path.join(tiny_synthetic, 'backgrounds'))) // 2
@@ -316,6 +336,7 @@ def test_steps_count_on_from_epoch_start(tiny_synthetic, tmp_path):
         in result.stderr
 
 
+@pytest.mark.slow
 def test_keep_checkpoints_refuses_a_folder_of_another_run(tiny_synthetic, tmp_path):
     (tmp_path / 'checkpoint').mkdir()
     (tmp_path / 'checkpoint' / 'epoch-9-iter-900.pth').write_bytes(b'')
@@ -325,6 +346,7 @@ def test_keep_checkpoints_refuses_a_folder_of_another_run(tiny_synthetic, tmp_pa
     assert os.listdir(tmp_path / 'checkpoint') == ['epoch-9-iter-900.pth']
 
 
+@pytest.mark.slow
 def test_last_checkpoint_without_convlstm_tensors_loads_what_matches(tiny_synthetic, tmp_path):
     """--model-last-checkpoint with a BackgroundMattingV2-like state dict (no ConvLSTM), as the original allowed."""
     own = MattingBase('mobilenetv2').state_dict()
@@ -337,6 +359,7 @@ def test_last_checkpoint_without_convlstm_tensors_loads_what_matches(tiny_synthe
     assert f'Loaded {matched}/{len(own)} tensors' in result.stdout and matched < len(own)
 
 
+@pytest.mark.slow
 def test_last_checkpoint_without_the_whole_encoder_is_refused(tiny_synthetic, tmp_path):
     own = MattingBase('mobilenetv2').state_dict()
     path = tmp_path / 'decoder_only.pth'

@@ -30,6 +30,7 @@ def carried(tiny_synthetic, trained_checkpoint, tmp_path_factory) -> str:
     return output
 
 
+@pytest.mark.slow
 def test_metrics_files(carried):
     with open(os.path.join(carried, 'metrics.json')) as file:
         summary = json.load(file)
@@ -48,6 +49,7 @@ def test_metrics_files(carried):
 
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(low_precision_dtype(torch.device('cpu')) is None, reason='a CPU without bfloat16 instructions')
 def test_bf16_metrics_are_close_to_fp32(tiny_synthetic, trained_checkpoint, carried, tmp_path):
     result = run_script('validate.py', *validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path),
@@ -59,6 +61,7 @@ def test_bf16_metrics_are_close_to_fp32(tiny_synthetic, trained_checkpoint, carr
     for name in ('MAD', 'MSE', 'Grad', 'Conn', 'dtSSD'):
         assert bf16[name] == pytest.approx(fp32[name], rel=0.05)
 
+@pytest.mark.slow
 def test_saved_images_and_states(carried):
     clip = os.path.join(carried, '0001')
     for name in ('pred_pha', 'true_pha', 'pred_err', 'true_src', 'pred_com'):
@@ -68,6 +71,7 @@ def test_saved_images_and_states(carried):
     assert len(os.listdir(os.path.join(clip, 'state_h_0'))) == 12
 
 
+@pytest.mark.slow
 def test_resetting_the_state_changes_the_numbers(tiny_synthetic, trained_checkpoint, carried, tmp_path):
     result = run_script('validate.py', *validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path),
                                                       '--reset-state-every', '1'))
@@ -80,6 +84,7 @@ def test_resetting_the_state_changes_the_numbers(tiny_synthetic, trained_checkpo
     assert reset_frames[5]['MAD'] != pytest.approx(carried_frames[5]['MAD'], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_output_path_that_is_a_file(tiny_synthetic, trained_checkpoint, tmp_path):
     path = tmp_path / 'taken'
     path.write_text('')
@@ -87,6 +92,7 @@ def test_output_path_that_is_a_file(tiny_synthetic, trained_checkpoint, tmp_path
     assert result.returncode != 0 and f'--output-path {path} is a file' in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_and_background_id(tiny_synthetic, trained_checkpoint, tmp_path):
     result = run_script('validate.py', *validate_args(tiny_synthetic, str(tmp_path / 'nope.pth'), str(tmp_path / 'out')))
     assert result.returncode != 0 and 'nope.pth does not exist' in result.stderr
@@ -96,12 +102,14 @@ def test_missing_checkpoint_and_background_id(tiny_synthetic, trained_checkpoint
     assert not (tmp_path / 'out').exists(), 'a failed run leaves no output folder'
 
 
+@pytest.mark.slow
 def test_bad_sequence_flags(tiny_synthetic, trained_checkpoint, tmp_path):
     args = validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path / 'out'), '--reset-state-every', '-1')
     result = run_script('validate.py', *args)
     assert result.returncode != 0 and '--reset-state-every and --num-workers at least 0' in result.stderr
 
 
+@pytest.mark.slow
 def test_synthetic_name_with_a_folder_or_background_is_refused(tiny_synthetic, trained_checkpoint, tmp_path):
     """The synthetic names are drawn in memory; a dataset written to disk is read as videomatte240k."""
     for flags in (['--videomatte-root', tiny_synthetic], ['--background-image-id', '0']):
@@ -113,6 +121,7 @@ def test_synthetic_name_with_a_folder_or_background_is_refused(tiny_synthetic, t
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow
 def test_the_model_settings_come_from_the_checkpoint(tiny_synthetic, trained_checkpoint, tmp_path):
     args = validate_args(tiny_synthetic, trained_checkpoint, str(tmp_path / 'out'))
     del args[args.index('--model-backbone'):args.index('--model-backbone') + 2]
@@ -143,6 +152,7 @@ def contents(folder) -> dict:
             if os.path.exists(os.path.join(folder, name))}
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_non_finite_outputs_is_one_line(tiny_synthetic, nan_checkpoint, tmp_path):
     earlier = earlier_run(tmp_path)
     result = run_script('validate.py', *validate_args(tiny_synthetic, nan_checkpoint, str(tmp_path)))
