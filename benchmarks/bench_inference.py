@@ -23,9 +23,9 @@ import torch
 
 from common import median_seconds
 from devices import DeviceError, device_name, open_device, reuse_freed_cpu_memory
-from inference import run_model
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import fold_batchnorm, prepare_for_inference
+from model.model import run_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--backbones', nargs='+', default=list(BACKBONES), choices=BACKBONES, help='backbones to time')
