@@ -105,20 +105,7 @@ def validate(args: argparse.Namespace) -> None:
                            background_image_id=args.background_image_id, videomatte_root=args.videomatte_root,
                            backgrounds_root=args.backgrounds_root, synthetic_clips=args.synthetic_clips,
                            camouflage_strength=(args.camouflage_strength, args.camouflage_strength))
-    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
-    # Resolved into args, so that metrics.json records the model that was validated.
-    args.model_backbone, args.without_convlstm = model_settings(checkpoint, source, args.model_backbone,
-                                                                args.without_convlstm)
-    args.model_refine = refine_setting(checkpoint, source, args.model_refine)
-    if args.model_refine and args.downsample_ratio != 1:
-        raise UserError('--model-refine sets its own scale: use --refine-backbone-scale, not --downsample-ratio')
-    if args.model_refine:
-        model = MattingRefine(args.model_backbone, args.refine_backbone_scale, args.refine_mode,
-                              args.refine_sample_pixels, args.refine_threshold, recurrent=not args.without_convlstm)
-    else:
-        model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
-    load_weights(model, args.model_backbone, checkpoint, source)
-    model = model.eval().to(device)
+    model = load_model(args, device)
 
     rows, model_seconds = [], 0.0
     state, previous_clip, previous = None, None, None
@@ -157,6 +144,24 @@ def validate(args: argparse.Namespace) -> None:
     summary = write_metrics(args, rows, len(rows) / model_seconds)
     print_summary(summary)
     print(f"{summary['frames_per_second']:.2f} frames/s (the model's forward calls only)")
+
+
+def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
+    """The checkpoint's model in eval mode on `device`, with the settings it records. They are resolved into args,
+    so that metrics.json records the model that was validated."""
+    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
+    args.model_backbone, args.without_convlstm = model_settings(checkpoint, source, args.model_backbone,
+                                                                args.without_convlstm)
+    args.model_refine = refine_setting(checkpoint, source, args.model_refine)
+    if args.model_refine and args.downsample_ratio != 1:
+        raise UserError('--model-refine sets its own scale: use --refine-backbone-scale, not --downsample-ratio')
+    if args.model_refine:
+        model = MattingRefine(args.model_backbone, args.refine_backbone_scale, args.refine_mode,
+                              args.refine_sample_pixels, args.refine_threshold, recurrent=not args.without_convlstm)
+    else:
+        model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
+    load_weights(model, args.model_backbone, checkpoint, source)
+    return model.eval().to(device)
 
 
 def pieces(start: int, length: int, reset_every: int, single_frames: bool) -> list[tuple[int, int]]:

@@ -95,7 +95,8 @@ def load_model(args: argparse.Namespace) -> MattingBase:
         if args.model_backbone is None:
             raise ExportError('--model-backbone is needed without --model-checkpoint')
         if args.model_refine:
-            raise ExportError('--model-refine needs --model-checkpoint with a trained refiner (train.py --model-refine)')
+            raise ExportError('--model-refine needs --model-checkpoint with a trained refiner '
+                              '(train.py --model-refine)')
         return MattingBase(args.model_backbone, recurrent=not args.without_convlstm).eval()
     checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
     backbone, without_convlstm = model_settings(checkpoint, source, args.model_backbone, args.without_convlstm)
