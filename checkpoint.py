@@ -2,7 +2,8 @@
 
 A checkpoint is <checkpoint-dir>/epoch-E-iter-S.pth (S counts all steps), a dict of
     model, optimizer, scaler (GradScaler; empty without CUDA AMP), epoch, step, batch_in_epoch,
-    args (train.py's flags), backbone, random_states (torch, numpy, python, and cuda where present)
+    args (train.py's flags), backbone, architecture ('MattingBase', or 'MattingRefine' with refiner.* weights: train.py
+    --model-refine), random_states (torch, numpy, python, and cuda where present)
 written atomically, so that a crash never leaves a truncated one. Bare state dicts (the original project's,
 BackgroundMattingV2's) are read too: model/utils.py loads the weights of either.
 """
@@ -37,7 +38,8 @@ def save_checkpoint(folder: str, model: nn.Module, optimizer: torch.optim.Optimi
     path = os.path.join(folder, f'epoch-{epoch}-iter-{step}.pth')
     checkpoint = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(),
                   'epoch': epoch, 'step': step, 'batch_in_epoch': batch_in_epoch, 'args': vars(args),
-                  'backbone': args.model_backbone, 'random_states': random_states()}
+                  'backbone': args.model_backbone, 'architecture': type(model).__name__,
+                  'random_states': random_states()}
     with atomic_write(path) as file:
         torch.save(checkpoint, file)
     return path

@@ -21,7 +21,6 @@ from collections.abc import Iterator, Sequence
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from atomic_file import check_output_folder
@@ -31,8 +30,9 @@ from errors import UserError
 from images import GREEN_SCREEN, IMAGE_EXTENSIONS
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import prepare_for_inference
+from model.model import run_model
 from model.refiner import REFINE_MODES
-from model.utils import NON_FINITE_ADVICE, check_finite_output, load_weights, model_settings
+from model.utils import NON_FINITE_ADVICE, check_finite_output, load_weights, model_settings, refine_setting
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--model-backbone', choices=BACKBONES,
@@ -52,8 +52,10 @@ parser.add_argument('--composite-background', default=','.join(map(str, GREEN_SC
 parser.add_argument('--seq-length', type=int, default=8, help='frames per forward call')
 parser.add_argument('--downsample-ratio', type=float, default=1.0,
                     help='run MattingBase at this fraction of the frame size (e.g. 0.25 for 4K), then upsample')
-parser.add_argument('--model-refine', action='store_true',
-                    help='MattingRefine: the network at --refine-backbone-scale, the refiner at full resolution')
+parser.add_argument('--model-refine', action='store_true', default=None,
+                    help='MattingRefine: the network at --refine-backbone-scale, the refiner at full resolution '
+                         '(default: as the checkpoint was trained; needs a refiner trained with train.py '
+                         '--model-refine)')
 parser.add_argument('--refine-backbone-scale', type=float, default=0.25,
                     help='scale the base network runs at, in (0, 0.5]')
 parser.add_argument('--refine-mode', default='sampling', choices=REFINE_MODES, help='which 4x4 patches to refine')
@@ -144,11 +146,9 @@ def check_flags(args: argparse.Namespace) -> None:
         raise InferenceError('--seq-length and --num-frames must be at least 1')
     if not 0 < args.downsample_ratio <= 1:
         raise InferenceError(f'--downsample-ratio {args.downsample_ratio}: give a value in (0, 1]')
-    if args.model_refine and args.downsample_ratio != 1:
-        raise InferenceError('--model-refine sets its own scale: use --refine-backbone-scale, not --downsample-ratio')
-    if args.model_refine and not 0 < args.refine_backbone_scale <= 0.5:
+    if not 0 < args.refine_backbone_scale <= 0.5:
         raise InferenceError(f'--refine-backbone-scale {args.refine_backbone_scale}: give a value in (0, 0.5]')
-    if args.model_refine and args.refine_sample_pixels < 1:
+    if args.refine_sample_pixels < 1:
         raise InferenceError(f'--refine-sample-pixels {args.refine_sample_pixels}: give 1 or more pixels')
     if args.fps <= 0:
         raise InferenceError(f'--fps {args.fps}: give a frame rate above 0')
@@ -168,6 +168,9 @@ def check_downsample_ratio(ratio: float, width: int, height: int) -> None:
 def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
     checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
     backbone, without_convlstm = model_settings(checkpoint, source, args.model_backbone, args.without_convlstm)
+    args.model_refine = refine_setting(checkpoint, source, args.model_refine)
+    if args.model_refine and args.downsample_ratio != 1:
+        raise InferenceError('--model-refine sets its own scale: use --refine-backbone-scale, not --downsample-ratio')
     if args.model_refine:
         model = MattingRefine(backbone, args.refine_backbone_scale, args.refine_mode, args.refine_sample_pixels,
                               args.refine_threshold, recurrent=not without_convlstm)
@@ -175,28 +178,6 @@ def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
         model = MattingBase(backbone, recurrent=not without_convlstm)
     load_weights(model, backbone, checkpoint, source)
     return prepare_for_inference(model, device)
-
-
-def run_model(model: MattingBase, src: torch.Tensor, state: list | None, downsample_ratio: float
-              ) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """src (1, T, 3, H, W) in 0..1 and the state of the previous chunk (None: the video starts)
-    -> pha (1, T, 1, H, W), fgr (1, T, 3, H, W) in 0..1 and the new state."""
-    if isinstance(model, MattingRefine):
-        pha, fgr, *_, state = model(src, state)
-        return pha, fgr, state
-    if downsample_ratio == 1:
-        pha, fgr, _, _, state = model(src, state)
-        return pha, fgr, state
-    frames = src.flatten(0, 1)
-    small = F.interpolate(frames, scale_factor=downsample_ratio, mode='bilinear', align_corners=False,
-                          recompute_scale_factor=True)
-    pha, fgr, _, _, state = model(small.unsqueeze(0), state)
-    size = frames.shape[-2:]
-    # Upsample the foreground's residual, not the foreground, so full-resolution detail comes from the source.
-    residual = F.interpolate(fgr[0] - small, size, mode='bilinear', align_corners=False)
-    pha = F.interpolate(pha[0], size, mode='bilinear', align_corners=False).clamp(0, 1)
-    fgr = (frames + residual).clamp(0, 1)
-    return pha.unsqueeze(0), fgr.unsqueeze(0), state
 
 
 def open_input(path: str, folder_fps: float) -> tuple[Iterator[np.ndarray], float, tuple[int, int], int]:

@@ -1,6 +1,8 @@
-"""Train MattingBase (with or without ConvLSTM) on VideoMatte240K sequences composited onto backgrounds.
+"""Train MattingBase (with or without ConvLSTM) on VideoMatte240K sequences composited onto backgrounds, or, with
+--model-refine, MattingRefine from a MattingBase checkpoint (BackgroundMattingV2's second stage).
 
 One device:        python train.py --dataset-name synthetic --model-backbone mobilenetv2 --model-name demo
+Refiner:           python train.py ... --model-refine --model-last-checkpoint checkpoint/demo/epoch-0-iter-800.pth
 Several GPUs:      torchrun --nproc_per_node=4 train.py ...   (--batch-size is per process)
 Several machines:  torchrun --nnodes=2 --node_rank=R --master_addr=HOST --nproc_per_node=4 train.py ...
 
@@ -34,8 +36,9 @@ from dataset import DatasetError, make_dataset
 from devices import DeviceError, device_name, low_precision_dtype, make_grad_scaler, open_device, reuse_freed_cpu_memory
 from errors import UserError
 from images import green_screen_composite
-from loss import matting_loss
-from model import BACKBONES, MattingBase
+from loss import matting_loss, refine_loss
+from model import BACKBONES, MattingBase, MattingRefine
+from model.refiner import REFINE_MODES
 from model.utils import imagenet_weights, load_weights
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +57,20 @@ parser.add_argument('--model-last-checkpoint', default=None,
                          "BackgroundMattingV2's) loads the tensors that match by name and shape, as the original did")
 parser.add_argument('--without-convlstm', action='store_true',
                     help='the ablation: same model, ConvLSTM states zero at every frame')
+parser.add_argument('--model-refine', action='store_true',
+                    help='train MattingRefine: the network at --refine-backbone-scale of the crop and the refiner at '
+                         'full size, starting from a MattingBase checkpoint (--model-last-checkpoint or '
+                         '--model-pretrain-initialization); use crops of which that scale is still 64 pixels or more')
+parser.add_argument('--refine-backbone-scale', type=float, default=0.25,
+                    help='--model-refine: scale the network runs at, in (0, 0.5]')
+parser.add_argument('--refine-mode', default='sampling', choices=REFINE_MODES,
+                    help="--model-refine: which 4x4 patches the refiner recomputes, and so learns from: 'sampling' "
+                         "(BackgroundMattingV2's) the --refine-sample-pixels of largest predicted error")
+parser.add_argument('--refine-sample-pixels', type=int, default=80_000,
+                    help="--model-refine: pixels refined in 'sampling' mode (80,000 covers every patch of a crop up "
+                         "to 282x282)")
+parser.add_argument('--refine-threshold', type=float, default=0.1,
+                    help="--model-refine: predicted-error threshold of 'thresholding' mode")
 parser.add_argument('--batch-size', type=int, default=4, help='sequences per step and per process')
 parser.add_argument('--seq-length', type=int, default=8, help='frames per sequence')
 parser.add_argument('--resolution', type=int, default=224, help='training crop size in pixels (square)')
@@ -67,6 +84,8 @@ parser.add_argument('--max-steps', type=int, default=None,
 parser.add_argument('--lr-backbone', type=float, default=1e-4, help='learning rate of the encoder')
 parser.add_argument('--lr-aspp', type=float, default=5e-4, help='learning rate of the ASPP')
 parser.add_argument('--lr-decoder', type=float, default=5e-4, help='learning rate of the decoder and ConvLSTMs')
+parser.add_argument('--lr-refiner', type=float, default=3e-4,
+                    help="--model-refine: learning rate of the refiner (BackgroundMattingV2's)")
 parser.add_argument('--lr-schedule', default='constant', choices=('constant', 'cosine'),
                     help='learning-rate schedule after the warm-up: constant (the original), or cosine decay to 0 at '
                          '--max-steps (else at the end of --epoch-end)')
@@ -102,7 +121,9 @@ parser.add_argument('--keep-checkpoints', type=int, default=0,
 # The flags that define a run. A run continued from a training checkpoint takes them from it; their defaults apply
 # to new runs.
 RUN_SETTINGS = ('without_convlstm', 'batch_size', 'seq_length', 'resolution', 'lr_backbone', 'lr_aspp', 'lr_decoder',
-                'lr_schedule', 'warmup_steps', 'grad_clip', 'seed', 'camouflage_strength')
+                'lr_schedule', 'warmup_steps', 'grad_clip', 'seed', 'camouflage_strength', 'model_refine',
+                'refine_backbone_scale', 'refine_mode', 'refine_sample_pixels', 'refine_threshold', 'lr_refiner')
+REFINE_FLAGS = ('refine_backbone_scale', 'refine_mode', 'refine_sample_pixels', 'refine_threshold', 'lr_refiner')
 
 
 def main() -> None:
@@ -172,6 +193,8 @@ def train_in_folder(args: argparse.Namespace, rank: int, world_size: int, device
     if args.resume and path is None:
         print(f'--resume: no checkpoint in {checkpoint_dir}, starting from scratch')
     checkpoint = read_checkpoint(path) if path else {}
+    if args.model_refine and is_training_checkpoint(checkpoint) and not checkpoint['args'].get('model_refine'):
+        checkpoint = start_refiner_from(checkpoint, path, args)
     for name in RUN_SETTINGS:
         setattr(args, name, recorded_setting(checkpoint, name, getattr(args, name), parser.get_default(name),
                                              f'checkpoint {path}'))
@@ -186,21 +209,46 @@ def train_in_folder(args: argparse.Namespace, rank: int, world_size: int, device
                            f'fewer than --batch-size {args.batch_size}: lower --batch-size')
 
     torch.manual_seed(args.seed)
-    model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm).to(device)
-    optimizer = torch.optim.AdamW([
-        {'params': model.backbone.parameters(), 'lr': args.lr_backbone, 'base_lr': args.lr_backbone},
-        {'params': model.aspp.parameters(), 'lr': args.lr_aspp, 'base_lr': args.lr_aspp},
-        {'params': model.decoder.parameters(), 'lr': args.lr_decoder, 'base_lr': args.lr_decoder},
-    ])
+    model = make_model(args).to(device)
+    optimizer = torch.optim.AdamW(parameter_groups(model, args))
     scaler = make_grad_scaler(enabled=amp_dtype == torch.float16)
     position = start_position(args, path, checkpoint, model, optimizer, scaler, batches_per_epoch, rank == 0)
     if world_size > 1:
         if device.type == 'cuda':
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+        # Outside 'full' mode, a batch whose predicted error selects no patch leaves the refiner without gradients.
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None,
+                                        find_unused_parameters=args.model_refine and args.refine_mode != 'full')
     run = Run(args, rank, world_size, device, amp_dtype, model, optimizer, scaler, checkpoint_dir,
               SummaryWriter(log_dir) if rank == 0 else None, args.max_steps or args.epoch_end * batches_per_epoch)
     return train_epochs(run, dataset, valid_dataset, position, batches_per_epoch)
+
+
+def start_refiner_from(checkpoint: dict, path: str, args: argparse.Namespace) -> dict:
+    """The second stage: a MattingBase training checkpoint starts MattingRefine's training with its weights, backbone
+    and --without-convlstm, not its optimizer, position or training settings. Returns it as a bare state dict."""
+    if args.resume:
+        raise UserError(f'--model-refine --resume: {path} is a MattingBase run\'s checkpoint; start the refiner in '
+                        f'another --checkpoint-dir with --model-last-checkpoint {path}')
+    args.without_convlstm = recorded_setting(checkpoint, 'without_convlstm', args.without_convlstm, False,
+                                             f'checkpoint {path}')
+    return {'model': checkpoint['model'], 'backbone': checkpoint['backbone']}
+
+
+def make_model(args: argparse.Namespace) -> MattingBase:
+    """MattingRefine with --model-refine, else MattingBase, as the flags say."""
+    if args.model_refine:
+        return MattingRefine(args.model_backbone, args.refine_backbone_scale, args.refine_mode,
+                             args.refine_sample_pixels, args.refine_threshold, recurrent=not args.without_convlstm)
+    return MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
+
+
+def parameter_groups(model: MattingBase, args: argparse.Namespace) -> list[dict]:
+    """The optimizer's groups, each with its learning rate: backbone, ASPP, decoder, and the refiner's."""
+    rates = [(model.backbone, args.lr_backbone), (model.aspp, args.lr_aspp), (model.decoder, args.lr_decoder)]
+    if args.model_refine:
+        rates.append((model.refiner, args.lr_refiner))
+    return [{'params': module.parameters(), 'lr': lr, 'base_lr': lr} for module, lr in rates]
 
 
 def train_epochs(run: Run, dataset, valid_dataset, position: Position, batches_per_epoch: int) -> int:
@@ -272,9 +320,7 @@ def train_step(run: Run, position: Position, true_src: torch.Tensor, true_pha: t
                true_fgr: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
     """One optimizer step on a batch: src/fgr (B, T, 3, H, W), pha (B, T, 1, H, W) in 0..1 on the device.
     Returns (pred_pha, pred_fgr, pred_err) and the losses; UserError when the loss is not finite."""
-    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-        pred_pha, pred_fgr, pred_err, _, _ = run.model(true_src)
-    losses = matting_loss(pred_pha.float(), pred_fgr.float(), pred_err.float(), true_pha, true_fgr)
+    predictions, losses, _ = forward_and_loss(run.model, true_src, true_pha, true_fgr, run.amp_dtype)
     if not torch.isfinite(losses['total']):
         raise UserError(f"the loss became {losses['total'].item()} at step {position.step + 1} "
                         f"(epoch {position.epoch}): no checkpoint written; lower the learning rates or try --no-amp")
@@ -288,7 +334,22 @@ def train_step(run: Run, position: Position, true_src: torch.Tensor, true_pha: t
         group['lr'] = group['base_lr'] * factor
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    return (pred_pha, pred_fgr, pred_err), losses
+    return predictions, losses
+
+
+def forward_and_loss(model: nn.Module, true_src: torch.Tensor, true_pha: torch.Tensor, true_fgr: torch.Tensor,
+                     amp_dtype: torch.dtype | None, state: list | None = None
+                     ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor], list]:
+    """The model on src (B, T, 3, H, W) under autocast, and its loss in fp32: matting_loss for MattingBase,
+    refine_loss (refined and coarse outputs) for MattingRefine. Returns fp32 (pha, fgr, err) in 0..1 for logs and
+    metrics (err at the network's scale), the losses and the new ConvLSTM state."""
+    with torch.autocast(true_src.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        outputs = model(true_src, state)
+    if isinstance(bare_model(model), MattingRefine):
+        pha, fgr, pha_sm, fgr_sm, err_sm = (output.float() for output in outputs[:5])
+        return (pha, fgr, err_sm), refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr), outputs[-1]
+    pha, fgr, err = (output.float() for output in outputs[:3])
+    return (pha, fgr, err), matting_loss(pha, fgr, err, true_pha, true_fgr), outputs[-1]
 
 
 def log_step(run: Run, step: int, losses: dict[str, torch.Tensor], true_src: torch.Tensor, true_pha: torch.Tensor,
@@ -299,7 +360,7 @@ def log_step(run: Run, step: int, losses: dict[str, torch.Tensor], true_src: tor
     if step % run.args.log_train_loss_interval == 0:
         for name, value in losses.items():
             run.writer.add_scalar(f'train/loss_{name}', value.item(), step)
-        for group, name in zip(run.optimizer.param_groups, ('backbone', 'aspp', 'decoder')):
+        for group, name in zip(run.optimizer.param_groups, ('backbone', 'aspp', 'decoder', 'refiner')):
             run.writer.add_scalar(f'train/lr_{name}', group['lr'], step)
     if step % run.args.log_train_images_interval == 0:
         log_images(run.writer, 'train', step, true_src, true_pha, *predictions)
@@ -430,6 +491,23 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError('--warmup-steps and --grad-clip must be 0 or more, --synthetic-clips at least 1')
     if args.epoch_start < 0 or (args.max_steps is not None and args.max_steps < 1):
         raise UserError('--epoch-start must be 0 or more and --max-steps at least 1')
+    check_refine_flags(args)
+
+
+def check_refine_flags(args: argparse.Namespace) -> None:
+    """UserError for refiner flags without --model-refine, or out of range."""
+    if not args.model_refine:
+        given = [name for name in REFINE_FLAGS if getattr(args, name) != parser.get_default(name)]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} is for the refiner: add --model-refine, or drop it")
+        return
+    if not 0 < args.refine_backbone_scale <= 0.5 or args.refine_sample_pixels < 1 or args.lr_refiner < 0:
+        raise UserError('--refine-backbone-scale must be in (0, 0.5], --refine-sample-pixels at least 1 and '
+                        '--lr-refiner 0 or more')
+    if args.resolution * args.refine_backbone_scale < 32:
+        raise UserError(f'--resolution {args.resolution} x --refine-backbone-scale {args.refine_backbone_scale} is '
+                        f'under the 32 pixels the network needs: raise --resolution (the refiner matters from 64 '
+                        f'pixels at that scale, e.g. --resolution 256 with scale 0.25)')
 
 
 def setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
@@ -507,12 +585,14 @@ def outputs_finite(model: MattingBase, device: torch.device) -> bool:
     """Whether the model in eval mode, as validate.py and inference.py run it, gives finite outputs on a fixed
     random clip. Weights that are finite but huge can give NaN. Draws from its own generator, so that training's
     random states are untouched."""
-    src = torch.rand(1, 2, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(device)
+    # MattingRefine runs its network at backbone_scale of the frame, which needs 32 pixels there.
+    size = max(64, 4 * math.ceil(32 / getattr(model, 'backbone_scale', 1) / 4))
+    src = torch.rand(1, 2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     training = model.training
     model.eval()
-    pha, fgr, err, hid, _ = model(src)
+    *outputs, _ = model(src)
     model.train(training)
-    return all(torch.isfinite(output).all() for output in (pha, fgr, err, hid))
+    return all(torch.isfinite(output).all() for output in outputs)
 
 
 def log_images(writer: SummaryWriter, tag: str, step: int, true_src: torch.Tensor, true_pha: torch.Tensor,
@@ -535,9 +615,8 @@ def log_validation(writer: SummaryWriter, model: MattingBase, dataset, device: t
         if clip != previous_clip:
             state, previous_clip = None, clip
         true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            pred_pha, pred_fgr, pred_err, _, state = model(true_src, state)
-        losses = matting_loss(pred_pha.float(), pred_fgr.float(), pred_err.float(), true_pha, true_fgr)
+        (pred_pha, pred_fgr, pred_err), losses, state = forward_and_loss(model, true_src, true_pha, true_fgr,
+                                                                          amp_dtype, state)
         time = true_src.shape[1]
         for name, value in losses.items():
             totals[f'loss_{name}'] = totals.get(f'loss_{name}', 0.0) + value.item() * time
@@ -547,7 +626,7 @@ def log_validation(writer: SummaryWriter, model: MattingBase, dataset, device: t
         frames += time
     for name, total in totals.items():
         writer.add_scalar(f'valid/{name}', total / frames, step)
-    log_images(writer, 'valid', step, true_src, true_pha, pred_pha.float(), pred_fgr.float(), pred_err.float())
+    log_images(writer, 'valid', step, true_src, true_pha, pred_pha, pred_fgr, pred_err)
 
 
 if __name__ == '__main__':

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import sys
+import time
 
 import torch
 from PIL import Image
@@ -32,9 +33,11 @@ from dataset import make_dataset
 from devices import PRECISIONS, autocast_dtype, open_device, reuse_freed_cpu_memory
 from errors import UserError
 from images import green_screen_composite
-from model import BACKBONES, MattingBase
+from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import prepare_for_inference
-from model.utils import check_finite_output, load_weights, model_settings
+from model.model import matte_chunk
+from model.refiner import REFINE_MODES
+from model.utils import check_finite_output, load_weights, model_settings, refine_setting
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--dataset-name', required=True, choices=DATASETS, help='dataset to validate on')
@@ -53,6 +56,17 @@ parser.add_argument('--model-checkpoint', required=True, help='checkpoint file (
 parser.add_argument('--without-convlstm', action='store_true', default=None,
                     help="run the ablation: ConvLSTM states zero at every frame (default: as the checkpoint was "
                          "trained)")
+parser.add_argument('--model-refine', action='store_true', default=None,
+                    help='MattingRefine: the network at --refine-backbone-scale, the refiner at the frames\' full '
+                         'size (default: as the checkpoint was trained; needs a checkpoint with a trained refiner)')
+parser.add_argument('--refine-backbone-scale', type=float, default=0.25,
+                    help='scale the network of MattingRefine runs at, in (0, 0.5]')
+parser.add_argument('--refine-mode', default='sampling', choices=REFINE_MODES, help='which 4x4 patches to refine')
+parser.add_argument('--refine-sample-pixels', type=int, default=80_000, help="pixels refined in 'sampling' mode")
+parser.add_argument('--refine-threshold', type=float, default=0.1, help="error threshold in 'thresholding' mode")
+parser.add_argument('--downsample-ratio', type=float, default=1.0,
+                    help='run MattingBase at this fraction of the frame size and upsample its alpha and foreground, '
+                         'as inference.py does (metrics at the full size)')
 parser.add_argument('--output-path', required=True, help='folder for metrics.json, metrics.csv and saved images')
 parser.add_argument('--seq-length', type=int, default=8, help='frames per forward call')
 parser.add_argument('--reset-state-every', type=int, default=0,
@@ -92,6 +106,8 @@ def validate(args: argparse.Namespace) -> None:
     if args.seq_length < 1 or args.reset_state_every < 0 or args.num_workers < 0 or bad_clips:
         raise UserError('--seq-length and --synthetic-clips must be at least 1, --reset-state-every and --num-workers '
                         'at least 0')
+    if not 0 < args.downsample_ratio <= 1 or not 0 < args.refine_backbone_scale <= 0.5:
+        raise UserError('--downsample-ratio must be in (0, 1] and --refine-backbone-scale in (0, 0.5]')
     check_output_folder(args.output_path, '--output-path')
     device = open_device(args.device)
     reuse_freed_cpu_memory(device)
@@ -100,19 +116,15 @@ def validate(args: argparse.Namespace) -> None:
                            background_image_id=args.background_image_id, videomatte_root=args.videomatte_root,
                            backgrounds_root=args.backgrounds_root, synthetic_clips=args.synthetic_clips,
                            camouflage_strength=(args.camouflage_strength, args.camouflage_strength))
-    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
-    # Resolved into args, so that metrics.json records the model that was validated.
-    args.model_backbone, args.without_convlstm = model_settings(checkpoint, source, args.model_backbone,
-                                                                args.without_convlstm)
-    model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
-    load_weights(model, args.model_backbone, checkpoint, source)
+    model = load_model(args, device)
     # fp32 runs the model exactly as trained, so that published numbers reproduce; mixed precision runs it as
     # inference.py does (BatchNorm folded), to measure what inference.py's default does to the metrics.
-    model = model.eval().to(device) if dtype is None else prepare_for_inference(model, device)
+    if dtype is not None:
+        model = prepare_for_inference(model, device)
     if args.save_images or args.save_states:
         remove_earlier_metrics(args.output_path)
 
-    rows = []
+    rows, model_seconds = [], 0.0
     state, previous_clip, previous = None, None, None
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers)
     progress = tqdm(total=sum(min(args.seq_length, len(dataset.frames[c]) - s) for c, s in dataset.index),
@@ -127,8 +139,13 @@ def validate(args: argparse.Namespace) -> None:
             for begin, end in pieces(start, true_src.shape[1], args.reset_state_every, args.save_states):
                 if args.reset_state_every and begin % args.reset_state_every == 0:
                     state = None
+                started = time.perf_counter()
                 with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    pred_pha, pred_fgr, pred_err, _, state = model(true_src[:, begin - start:end - start], state)
+                    pred_pha, pred_fgr, pred_err, state = matte_chunk(model, true_src[:, begin - start:end - start],
+                                                                      state, args.downsample_ratio)
+                if device.type == 'cuda':
+                    torch.cuda.synchronize(device)
+                model_seconds += time.perf_counter() - started
                 check_finite_output(args.model_checkpoint, pred_pha, pred_fgr, pred_err)
                 for t, frame in enumerate(range(begin, end)):
                     pha, truth = pred_pha[0, t, 0].float(), true_pha[0, frame - start, 0]
@@ -143,8 +160,27 @@ def validate(args: argparse.Namespace) -> None:
                     save_state(os.path.join(args.output_path, clip), begin, state[args.state_module - 1])
                 progress.update(end - begin)
     progress.close()
-    summary = write_metrics(args, rows)
+    summary = write_metrics(args, rows, len(rows) / model_seconds)
     print_summary(summary)
+    print(f"{summary['frames_per_second']:.2f} frames/s (the model's forward calls only)")
+
+
+def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
+    """The checkpoint's model in eval mode on `device`, with the settings it records. They are resolved into args,
+    so that metrics.json records the model that was validated."""
+    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
+    args.model_backbone, args.without_convlstm = model_settings(checkpoint, source, args.model_backbone,
+                                                                args.without_convlstm)
+    args.model_refine = refine_setting(checkpoint, source, args.model_refine)
+    if args.model_refine and args.downsample_ratio != 1:
+        raise UserError('--model-refine sets its own scale: use --refine-backbone-scale, not --downsample-ratio')
+    if args.model_refine:
+        model = MattingRefine(args.model_backbone, args.refine_backbone_scale, args.refine_mode,
+                              args.refine_sample_pixels, args.refine_threshold, recurrent=not args.without_convlstm)
+    else:
+        model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
+    load_weights(model, args.model_backbone, checkpoint, source)
+    return model.eval().to(device)
 
 
 def pieces(start: int, length: int, reset_every: int, single_frames: bool) -> list[tuple[int, int]]:
@@ -158,8 +194,9 @@ def pieces(start: int, length: int, reset_every: int, single_frames: bool) -> li
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def write_metrics(args: argparse.Namespace, rows: list[dict]) -> dict:
-    """metrics.csv (one row per frame) and metrics.json (settings, overall mean, per clip mean and frames)."""
+def write_metrics(args: argparse.Namespace, rows: list[dict], frames_per_second: float) -> dict:
+    """metrics.csv (one row per frame) and metrics.json (settings, frames/s of the model, overall mean, per clip
+    mean and frames)."""
     names = [name for name in rows[0] if name not in ('clip', 'frame')]
     clips = {}
     for row in rows:
@@ -167,6 +204,7 @@ def write_metrics(args: argparse.Namespace, rows: list[dict]) -> dict:
     summary = {
         'settings': vars(args),
         'frames': len(rows),
+        'frames_per_second': frames_per_second,
         'mean': mean_metrics(rows, names),
         'clips': {clip: {'mean': mean_metrics(clip_rows, names),
                          'frames': [{key: value for key, value in row.items() if key != 'clip'} for row in clip_rows]}

@@ -39,9 +39,9 @@ import torch
 
 from common import REPO, median_seconds
 from devices import DeviceError, device_name, low_precision_dtype, open_device, reuse_freed_cpu_memory
-from inference import run_model
 from model import BACKBONES, MattingBase, MattingRefine
 from model.fold_batchnorm import fold_batchnorm, prepare_for_inference
+from model.model import run_model
 
 sys.path.insert(0, os.path.join(REPO, 'scripts'))
 import export  # noqa: E402

@@ -108,3 +108,39 @@ class MattingRefine(MattingBase):
         fgr_sm = clamp_with_gradient(fgr_residual_sm + src_sm)
         outputs = (pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm)
         return (*(y.unflatten(0, (batch, time)) for y in outputs), state)
+
+
+def run_model(model: MattingBase, src: Tensor, state: Optional[list[State]], downsample_ratio: float = 1.0
+              ) -> tuple[Tensor, Tensor, list[State]]:
+    """Matte one chunk as inference.py does: src (B, T, 3, H, W) in 0..1 and the state of the previous chunk (None:
+    the video starts) -> pha (B, T, 1, H, W), fgr (B, T, 3, H, W) in 0..1 and the new state (see matte_chunk)."""
+    pha, fgr, _, state = matte_chunk(model, src, state, downsample_ratio)
+    return pha, fgr, state
+
+
+def matte_chunk(model: MattingBase, src: Tensor, state: Optional[list[State]], downsample_ratio: float = 1.0
+                ) -> tuple[Tensor, Tensor, Tensor, list[State]]:
+    """src (B, T, 3, H, W) in 0..1 and the state of the previous chunk (None: the video starts) -> pha
+    (B, T, 1, H, W) and fgr (B, T, 3, H, W) at full size, the predicted error (B, T, 1, h, w) at the size the
+    network ran at, all in 0..1, and the new state.
+
+    MattingRefine brings its own full-resolution output. MattingBase runs at downsample_ratio of the frame size
+    (1: as it is) and its alpha and foreground residual are upsampled bilinearly.
+    """
+    if isinstance(model, MattingRefine):
+        pha, fgr, _, _, err, _, state = model(src, state)
+        return pha, fgr, err, state
+    if downsample_ratio == 1:
+        pha, fgr, err, _, state = model(src, state)
+        return pha, fgr, err, state
+    batch, time = src.shape[:2]
+    frames = src.flatten(0, 1)
+    small = F.interpolate(frames, scale_factor=downsample_ratio, mode='bilinear', align_corners=False,
+                          recompute_scale_factor=True)
+    pha, fgr, err, _, state = model(small.unflatten(0, (batch, time)), state)
+    size = frames.shape[-2:]
+    # Upsample the foreground's residual, not the foreground, so full-resolution detail comes from the source.
+    residual = F.interpolate(fgr.flatten(0, 1) - small, size, mode='bilinear', align_corners=False)
+    pha = F.interpolate(pha.flatten(0, 1), size, mode='bilinear', align_corners=False).clamp(0, 1)
+    fgr = (frames + residual).clamp(0, 1)
+    return pha.unflatten(0, (batch, time)), fgr.unflatten(0, (batch, time)), err, state

@@ -57,7 +57,8 @@ class Refiner(nn.Module):
         out = F.interpolate(torch.cat([pha, fgr], dim=1), full_size, mode='bilinear', align_corners=False)
         ref = self.select_refinement_regions(F.interpolate(err, quarter_size, mode='bilinear', align_corners=False))
         idx = torch.nonzero(ref.squeeze(1), as_tuple=True)
-        if idx[0].numel() > 0:
+        # A traced model must keep the refinement whatever number of patches the example frames selected.
+        if torch.jit.is_tracing() or idx[0].numel() > 0:
             x = torch.cat([crop_patches(features, idx, 2, 3), crop_patches(src_half, idx, 2, 3)], dim=1)
             x = self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
             x = F.interpolate(x, (8, 8), mode='nearest')
@@ -95,8 +96,10 @@ def crop_patches(x: Tensor, idx: tuple[Tensor, Tensor, Tensor], size: int, paddi
 
 
 def replace_patches(x: Tensor, patches: Tensor, idx: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-    """x (N, C, H, W) with H, W multiples of 4; patches (K, C, 4, 4) written at grid positions idx. In place."""
+    """x (N, C, H, W) with H, W multiples of 4; patches (K, C, 4, 4) written at grid positions idx. Returns a new
+    tensor. One index_copy on the flattened grid rather than indexed assignment, whose trace fixes K when K is 1."""
     n, c, height, width = x.shape
-    grid = x.view(n, c, height // 4, 4, width // 4, 4).permute(0, 2, 4, 1, 3, 5)
-    grid[idx[0], idx[1], idx[2]] = patches
-    return x
+    rows, columns = height // 4, width // 4
+    grid = x.view(n, c, rows, 4, columns, 4).permute(0, 2, 4, 1, 3, 5).reshape(n * rows * columns, c, 4, 4)
+    grid = grid.index_copy(0, (idx[0] * rows + idx[1]) * columns + idx[2], patches)
+    return grid.view(n, rows, columns, c, 4, 4).permute(0, 3, 1, 4, 2, 5).reshape(n, c, height, width)

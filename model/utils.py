@@ -29,8 +29,9 @@ def load_weights(model: nn.Module, backbone: str, checkpoint: Mapping, source: s
 
     checkpoint: any form state_dict_of accepts; source: how errors name it (e.g. 'checkpoint PATH' or the flag and
     file). require:
-        'all'      every tensor of the model but the refiner's, each with the model's shape (this project's and the
-                   original project's checkpoints: validation, inference, export, continuing training);
+        'all'      every tensor of the model, each with the model's shape (this project's and the original project's
+                   checkpoints: validation, inference, export, continuing training); for MattingRefine the refiner's
+                   too, so that no path runs an untrained refiner (BackgroundMattingV2's refine checkpoints have them);
         'encoder'  the tensors that match by name and shape, the whole encoder (backbone and ASPP) among them, as
                    in this project's, the original project's and BackgroundMattingV2's state dicts;
         'any'      the tensors that match by name and shape, at least one (initialisation).
@@ -54,6 +55,8 @@ def load_weights(model: nn.Module, backbone: str, checkpoint: Mapping, source: s
         if missing or mismatched:
             raise CheckpointError(f'{source} does not fit this model: missing {missing[:3]}, '
                                   f'other shapes {mismatched[:3]}')
+        if hasattr(model, 'refiner') and not has_trained_refiner(state_dict):
+            raise CheckpointError(untrained_refiner_message(source))
     report = copy_matching_tensors(model, state_dict, verbose)
     loaded = set(report['loaded']) | set(report['source_channels'])
     if not loaded:
@@ -84,6 +87,27 @@ def check_finite_output(checkpoint: str, *outputs: Tensor, advice: str = NON_FIN
     run can leave finite weights whose outputs are NaN, which would be written as an empty matte."""
     if not all(torch.isfinite(output).all() for output in outputs):
         raise CheckpointError(f'checkpoint {checkpoint} outputs non-finite values (NaN or inf): {advice}')
+
+
+def refine_setting(checkpoint: Mapping, source: str, model_refine: bool | None) -> bool:
+    """Whether the model for `checkpoint` is MattingRefine: what a training checkpoint records (train.py
+    --model-refine), else the flag (None: not given, MattingBase). CheckpointError with what to do when the
+    checkpoint has no trained refiner for --model-refine, and naming both values for a contradicting flag."""
+    if model_refine and not has_trained_refiner(state_dict_of(checkpoint)):
+        raise CheckpointError(untrained_refiner_message(source))
+    return recorded_setting(checkpoint, 'model_refine', model_refine, False, source)
+
+
+def has_trained_refiner(state_dict: Mapping[str, Tensor]) -> bool:
+    """Whether a state dict holds refiner weights: train.py --model-refine's checkpoints and BackgroundMattingV2's
+    MattingRefine checkpoints do, MattingBase checkpoints do not."""
+    return any(name.startswith('refiner.') for name in state_dict)
+
+
+def untrained_refiner_message(source: str) -> str:
+    return (f'{source} holds no trained refiner (no refiner.* weights), so --model-refine would run random ones: '
+            f'train the refiner from it with train.py --model-refine, or drop --model-refine and use '
+            f'--downsample-ratio 0.25')
 
 
 def copy_matching_tensors(model: nn.Module, state_dict: Mapping[str, Tensor], verbose: bool = False) -> dict:

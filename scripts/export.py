@@ -1,4 +1,5 @@
-r"""Export MattingBase to TorchScript or ONNX, with the ConvLSTM state as explicit inputs and outputs.
+r"""Export MattingBase, or MattingRefine (--model-refine), to TorchScript or ONNX, with the ConvLSTM state as explicit
+inputs and outputs.
 
     python scripts/export.py --model-backbone mobilenetv2 --model-checkpoint checkpoint/demo/epoch-6-iter-180.pth \
         --format onnx --output mattingbase.onnx
@@ -9,7 +10,11 @@ src (B, T, 3, H, W) RGB in 0..1; pha (B, T, 1, H, W) and fgr (B, T, 3, H, W) in 
 the export (the ConvLSTM loop is unrolled); batch B, height H and width W (each >= 32) are free. For the first
 chunk of a video feed zeros: h1, c1 (B, 128, H/8, W/8), h2, c2 (B, 64, H/4, W/4), h3, c3 (B, 48, H/2, W/2), each
 size rounded up (zero_state() below); then feed the returned state with the next T frames of the same video.
-With --without-convlstm the state is unused (the ONNX graph then takes src alone).
+With --without-convlstm the state is unused (the ONNX graph then takes src alone). With --model-refine the network
+runs at --refine-backbone-scale of the frame, so the state has that scale's sizes (zero_state(..., scale)), and
+the refiner brings pha and fgr to the frame's size. Its ONNX export keeps the traced height and width (the exporter
+fixes the size of the scaled frame; export one file per video size), TorchScript leaves them free; 'sampling' mode
+does not export (the number of patches it refines is fixed when traced): 'full' (the default) and 'thresholding' do.
 
 The file is traced on random frames of --resolution, then run (torch.jit.load, or onnxruntime for ONNX) on two
 chunks of a random clip at that size and at another batch and size, and compared with PyTorch; it is written
@@ -33,9 +38,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from atomic_file import OutputFolderError, atomic_write, check_output_folder  # noqa: E402
 from checkpoint import read_checkpoint  # noqa: E402
 from errors import UserError  # noqa: E402
-from model import BACKBONES, MattingBase  # noqa: E402
+from model import BACKBONES, MattingBase, MattingRefine  # noqa: E402
 from model.model import STATE_LAYOUT  # noqa: E402
-from model.utils import check_finite_output, load_weights, model_settings  # noqa: E402
+from model.refiner import REFINE_MODES  # noqa: E402
+from model.utils import check_finite_output, load_weights, model_settings, refine_setting  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--model-backbone', choices=BACKBONES,
@@ -44,6 +50,15 @@ parser.add_argument('--model-checkpoint', default=None,
                     help='checkpoint to export (default: random weights, to try the export itself)')
 parser.add_argument('--without-convlstm', action='store_true', default=None,
                     help='export the ablation, states zero every frame (default: as the checkpoint was trained)')
+parser.add_argument('--model-refine', action='store_true', default=None,
+                    help='export MattingRefine (default: as the checkpoint was trained; needs a trained refiner)')
+parser.add_argument('--refine-backbone-scale', type=float, default=0.25,
+                    help='scale the network of MattingRefine runs at, in (0, 0.5]')
+parser.add_argument('--refine-mode', default='full', choices=REFINE_MODES,
+                    help="which 4x4 patches the refiner recomputes: 'full' (all; the default) or 'thresholding' "
+                         "export; 'sampling' does not (its patch count is fixed when traced)")
+parser.add_argument('--refine-sample-pixels', type=int, default=80_000, help="pixels refined in 'sampling' mode")
+parser.add_argument('--refine-threshold', type=float, default=0.1, help="error threshold in 'thresholding' mode")
 parser.add_argument('--format', required=True, choices=('torchscript', 'onnx'), help='what to export to')
 parser.add_argument('--output', required=True, help='file to write (.pt for TorchScript, .onnx for ONNX)')
 parser.add_argument('--seq-length', type=int, default=1, help='frames per call of the exported model (fixed)')
@@ -61,14 +76,16 @@ class ExportError(UserError):
 
 
 class ExplicitStateMatting(nn.Module):
-    """MattingBase with its state as six tensors: forward(src, h1, c1, h2, c2, h3, c3) -> (pha, fgr, h1, ..., c3)."""
+    """MattingBase or MattingRefine with its state as six tensors: forward(src, h1, c1, h2, c2, h3, c3) -> (pha, fgr,
+    h1, ..., c3)."""
 
     def __init__(self, model: MattingBase):
         super().__init__()
         self.model = model
 
     def forward(self, src: Tensor, h1: Tensor, c1: Tensor, h2: Tensor, c2: Tensor, h3: Tensor, c3: Tensor):
-        pha, fgr, _, _, state = self.model(src, [(h1, c1), (h2, c2), (h3, c3)])
+        outputs = self.model(src, [(h1, c1), (h2, c2), (h3, c3)])
+        pha, fgr, state = outputs[0], outputs[1], outputs[-1]
         return (pha, fgr, *state[0], *state[1], *state[2])
 
 
@@ -77,16 +94,29 @@ def load_model(args: argparse.Namespace) -> MattingBase:
     if not args.model_checkpoint:
         if args.model_backbone is None:
             raise ExportError('--model-backbone is needed without --model-checkpoint')
+        if args.model_refine:
+            raise ExportError('--model-refine needs --model-checkpoint with a trained refiner '
+                              '(train.py --model-refine)')
         return MattingBase(args.model_backbone, recurrent=not args.without_convlstm).eval()
     checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
     backbone, without_convlstm = model_settings(checkpoint, source, args.model_backbone, args.without_convlstm)
-    model = MattingBase(backbone, recurrent=not without_convlstm)
+    if refine_setting(checkpoint, source, args.model_refine):
+        if args.refine_mode == 'sampling':
+            raise ExportError("--refine-mode sampling does not export: the number of patches it refines is fixed "
+                              "when traced; use --refine-mode full or thresholding")
+        model = MattingRefine(backbone, args.refine_backbone_scale, args.refine_mode, args.refine_sample_pixels,
+                              args.refine_threshold, recurrent=not without_convlstm)
+    else:
+        model = MattingBase(backbone, recurrent=not without_convlstm)
     load_weights(model, backbone, checkpoint, source)
     return model.eval()
 
 
-def zero_state(batch: int, height: int, width: int) -> list[Tensor]:
-    """The six zero state tensors [h1, c1, h2, c2, h3, c3] that start a video of frames height x width."""
+def zero_state(batch: int, height: int, width: int, scale: float = 1.0) -> list[Tensor]:
+    """The six zero state tensors [h1, c1, h2, c2, h3, c3] that start a video of frames height x width; `scale` is
+    MattingRefine's backbone_scale (its network sees the frame padded to multiples of 4, then scaled)."""
+    if scale != 1:
+        height, width = (math.floor(4 * math.ceil(size / 4) * scale) for size in (height, width))
     state = []
     for channels, stride in STATE_LAYOUT:
         shape = (batch, channels, math.ceil(height / stride), math.ceil(width / stride))
@@ -121,7 +151,9 @@ def export_model(args: argparse.Namespace) -> None:
     model = load_model(args)
     wrapper = ExplicitStateMatting(model).eval()
     torch.manual_seed(0)
-    example = (torch.rand(1, args.seq_length, 3, height, width), *zero_state(1, height, width))
+    scale = getattr(model, 'backbone_scale', 1.0)
+    free_size = args.format == 'torchscript' or not isinstance(model, MattingRefine)
+    example = (torch.rand(1, args.seq_length, 3, height, width), *zero_state(1, height, width, scale))
     if args.model_checkpoint:
         with torch.no_grad():
             check_finite_output(args.model_checkpoint, *wrapper(*example))
@@ -131,7 +163,7 @@ def export_model(args: argparse.Namespace) -> None:
         warnings.filterwarnings('ignore', message='You are using the legacy TorchScript-based ONNX export')
         try:
             data = export_torchscript(wrapper, example) if args.format == 'torchscript' else \
-                export_onnx(wrapper, example, args.opset)
+                export_onnx(wrapper, example, args.opset, free_size)
         except Exception as error:  # each exporter raises its own types, all derived from Exception only
             hint = f'; try another --opset than {args.opset}' if args.format == 'onnx' else ''
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -139,7 +171,8 @@ def export_model(args: argparse.Namespace) -> None:
         run = load_torchscript(data) if args.format == 'torchscript' else load_onnx(data)
 
     # The traced shape, then another batch and a size that is no multiple of 8: the axes the export leaves free.
-    for batch, clip_height, clip_width in ((1, height, width), (2, height + 11, width + 21)):
+    other_size = (height + 11, width + 21) if free_size else (height, width)
+    for batch, clip_height, clip_width in ((1, height, width), (2, *other_size)):
         clip = torch.rand(batch, 2 * args.seq_length, 3, clip_height, clip_width)
         try:
             difference = compare(wrapper, run, clip, args.seq_length)
@@ -166,14 +199,14 @@ def export_torchscript(wrapper: nn.Module, example: tuple[Tensor, ...]) -> bytes
     return buffer.getvalue()
 
 
-def export_onnx(wrapper: nn.Module, example: tuple[Tensor, ...], opset: int) -> bytes:
+def export_onnx(wrapper: nn.Module, example: tuple[Tensor, ...], opset: int, free_size: bool = True) -> bytes:
     """The ONNX model of the wrapper from the TorchScript-based exporter (`dynamo=False` where newer torch
-    defaults to dynamo), with free batch, height and width."""
+    defaults to dynamo), with free batch, and free height and width when free_size."""
     outputs = ['pha', 'fgr', *[f'{name}_out' for name in STATE_NAMES]]
-    dynamic = {name: {0: 'batch', 3: 'height', 4: 'width'} for name in ['src', 'pha', 'fgr']}
+    dynamic = {name: {0: 'batch', **({3: 'height', 4: 'width'} if free_size else {})} for name in ['src', 'pha', 'fgr']}
     for index, (_, stride) in enumerate(STATE_LAYOUT):
         for name in STATE_NAMES[2 * index:2 * index + 2]:
-            axes = {0: 'batch', 2: f'height/{stride}', 3: f'width/{stride}'}
+            axes = {0: 'batch', **({2: f'height/{stride}', 3: f'width/{stride}'} if free_size else {})}
             dynamic.update({name: axes, f'{name}_out': axes})
     options = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
     buffer = io.BytesIO()
@@ -207,7 +240,8 @@ def compare(wrapper: nn.Module, run: Callable[..., list[Tensor]], clip: Tensor, 
     """Largest absolute difference of pha, fgr and the state between PyTorch and the exported model over the
     chunks of clip (B, T, 3, H, W), each side starting from zeros and carrying its own state; NaN where either
     side outputs NaN."""
-    expected_state = exported_state = zero_state(clip.shape[0], clip.shape[3], clip.shape[4])
+    scale = getattr(wrapper.model, 'backbone_scale', 1.0)
+    expected_state = exported_state = zero_state(clip.shape[0], clip.shape[3], clip.shape[4], scale)
     difference = 0.0
     for start in range(0, clip.shape[1], seq_length):
         chunk = clip[:, start:start + seq_length]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dataset.synthetic import generate
-from model import MattingBase
+from model import MattingBase, MattingRefine
 from script_runner import ablation_args, run_script, train_args
 
 
@@ -64,4 +64,14 @@ def nan_checkpoint(tmp_path_factory) -> str:
     model.backbone.features[0][1].running_var.fill_(-1)
     path = str(tmp_path_factory.mktemp('model') / 'diverged.pth')
     torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope='session')
+def random_refine_checkpoint(tmp_path_factory) -> str:
+    """A bare state dict of a randomly initialised MattingRefine('mobilenetv2'): refiner weights included, as in
+    BackgroundMattingV2's MattingRefine checkpoints."""
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp('model') / 'mobilenetv2-refine.pth')
+    torch.save(MattingRefine('mobilenetv2').state_dict(), path)
     return path

@@ -148,8 +148,10 @@ def test_odd_frame_size_warns_for_mp4_and_png_keeps_every_pixel(random_checkpoin
 
 @pytest.mark.parametrize('extra', [['--downsample-ratio', '0.5'],
                                    ['--model-refine', '--refine-backbone-scale', '0.5', '--refine-mode', 'full']])
-def test_high_resolution_paths_keep_the_frame_size(random_checkpoint, video, tmp_path, extra):
-    infer(random_checkpoint, video, tmp_path, '--output-types', 'pha', 'com', '--output-format', 'png', *extra)
+def test_high_resolution_paths_keep_the_frame_size(random_checkpoint, random_refine_checkpoint, video, tmp_path,
+                                                   extra):
+    checkpoint = random_refine_checkpoint if '--model-refine' in extra else random_checkpoint
+    infer(checkpoint, video, tmp_path, '--output-types', 'pha', 'com', '--output-format', 'png', *extra)
     assert len(os.listdir(tmp_path / 'pha')) == FRAMES and len(os.listdir(tmp_path / 'com')) == FRAMES
     assert cv2.imread(str(tmp_path / 'pha' / '000009.png')).shape == (HEIGHT, WIDTH, 3)
 
@@ -216,7 +218,7 @@ def test_a_corrupt_frame_leaves_no_partial_output(random_checkpoint, frame_folde
     (['--composite-background', 'blue'], '--composite-background blue'),
     (['--downsample-ratio', '2'], '--downsample-ratio 2.0'),
     (['--num-frames', '0'], '--num-frames must be at least 1'),
-    (['--model-refine', '--downsample-ratio', '0.5'], '--model-refine sets its own scale'),
+    (['--model-refine', '--downsample-ratio', '0.5'], 'holds no trained refiner'),
     (['--model-refine', '--refine-backbone-scale', '1'], '--refine-backbone-scale 1.0'),
 ])
 def test_bad_flags(random_checkpoint, video, tmp_path, extra, expected):

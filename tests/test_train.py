@@ -91,7 +91,8 @@ def test_resume_after_a_kill_continues_exactly(tiny_synthetic, tmp_path):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
-    assert os.listdir(killed / 'checkpoint') == ['epoch-0-iter-4.pth']
+    # The killed run's .lock stays behind; the resumed run takes it over.
+    assert sorted(os.listdir(killed / 'checkpoint')) == ['.lock', 'epoch-0-iter-4.pth']
 
     resumed_log = tmp_path / 'resumed-log'
     args = train_args(tiny_synthetic, str(killed), '--checkpoint-interval', '4', '--log-valid-interval', '0')
