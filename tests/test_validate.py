@@ -178,10 +178,10 @@ def test_a_full_disk_leaves_the_earlier_metrics_whole(tmp_path, monkeypatch):
     rows = [{'clip': '0000', 'frame': 0, 'MAD': 2.0}]
     with pytest.raises(OutputFolderError, match=f'^{tmp_path}: the disk is full, so metrics.csv cannot be written; '
                                                 f'free some space there or choose another folder$'):
-        validate.write_metrics(args, rows)
+        validate.write_metrics(args, rows, frames_per_second=1.0)
     assert contents(tmp_path) == earlier and sorted(os.listdir(tmp_path)) == sorted(earlier)
     monkeypatch.setattr(os, 'fsync', real_fsync)
-    validate.write_metrics(args, rows)
+    validate.write_metrics(args, rows, frames_per_second=1.0)
     assert json.loads(contents(tmp_path)['metrics.json'])['mean'] == {'MAD': 2.0}
     assert (tmp_path / 'metrics.csv').read_bytes() == b'clip,frame,MAD\r\n0000,0,2.0\r\n'  # as csv writes them
 
