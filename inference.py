@@ -69,6 +69,7 @@ parser.add_argument('--precision', choices=PRECISIONS, default=None,
 parser.add_argument('--fp16', action=argparse.BooleanOptionalAction, default=None,
                     help='the older spelling of --precision fp16 (--no-fp16: --precision fp32)')
 
+
 class InferenceError(UserError):
     """A user input that cannot be matted: the message names it and what to do."""
 

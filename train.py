@@ -279,7 +279,8 @@ def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'Sto
     run.model.train()
     dataset.set_epoch(position.epoch)
     indices = epoch_indices(len(dataset), position.epoch, args.seed, run.rank, run.world_size)
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=indices[position.batch_in_epoch * args.batch_size:],
+    sampler = indices[position.batch_in_epoch * args.batch_size:]  # a resumed epoch skips the batches done
+    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
                         num_workers=args.num_workers, pin_memory=run.device.type == 'cuda', drop_last=True,
                         generator=torch.Generator().manual_seed(args.seed + position.epoch),
                         worker_init_fn=leave_stop_signals_to_the_main_process)
@@ -482,10 +483,10 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError('--batch-size and --seq-length must be at least 1, and --batch-size x --seq-length at least 2')
     if args.num_workers < 0 or args.keep_checkpoints < 0 or args.log_valid_interval < 0:
         raise UserError('--num-workers, --keep-checkpoints and --log-valid-interval (0: no validation) must be 0 '
-                 'or more')
+                        'or more')
     if min(args.log_train_loss_interval, args.log_train_images_interval, args.checkpoint_interval) < 1:
         raise UserError('--log-train-loss-interval, --log-train-images-interval and --checkpoint-interval must be '
-                 'at least 1')
+                        'at least 1')
     bad_clips = args.synthetic_clips is not None and args.synthetic_clips < 1
     if args.warmup_steps < 0 or args.grad_clip < 0 or bad_clips:
         raise UserError('--warmup-steps and --grad-clip must be 0 or more, --synthetic-clips at least 1')
@@ -615,8 +616,8 @@ def log_validation(writer: SummaryWriter, model: MattingBase, dataset, device: t
         if clip != previous_clip:
             state, previous_clip = None, clip
         true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
-        (pred_pha, pred_fgr, pred_err), losses, state = forward_and_loss(model, true_src, true_pha, true_fgr,
-                                                                          amp_dtype, state)
+        predictions, losses, state = forward_and_loss(model, true_src, true_pha, true_fgr, amp_dtype, state)
+        pred_pha, pred_fgr, pred_err = predictions
         time = true_src.shape[1]
         for name, value in losses.items():
             totals[f'loss_{name}'] = totals.get(f'loss_{name}', 0.0) + value.item() * time

@@ -137,8 +137,9 @@ def copy_matching_tensors(model: nn.Module, state_dict: Mapping[str, Tensor], ve
                 report['mismatched'].append(name)
     report['unexpected'] = [name for name in state_dict if name not in own]
     if verbose:
+        without_background = ', '.join(report['source_channels']) or '-'
         print(f"Loaded {len(report['loaded']) + len(report['source_channels'])}/{len(own)} tensors "
-              f"({len(report['source_channels'])} without background channels: {', '.join(report['source_channels']) or '-'}); "
+              f"({len(report['source_channels'])} without background channels: {without_background}); "
               f"missing {len(report['missing'])}, shape mismatch {len(report['mismatched'])}, "
               f"unused {len(report['unexpected'])}")
     return report

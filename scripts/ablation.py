@@ -379,7 +379,8 @@ def mean_and_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def markdown_table(table: list[dict], differences: list[dict], dose: list[dict], empty: dict[str, float]) -> str:
-    lines = ['| style | model | seeds | ' + ' | '.join(ALPHA_METRICS) + ' |', '| --- | --- | --- |' + ' --- |' * len(ALPHA_METRICS)]
+    lines = ['| style | model | seeds | ' + ' | '.join(ALPHA_METRICS) + ' |',
+             '| --- | --- | --- |' + ' --- |' * len(ALPHA_METRICS)]
     for row in table:
         cells = [format_cell(row[metric], row[f'{metric}_std']) for metric in ALPHA_METRICS]
         lines.append(f"| {row['style']} | {row['model']} | {row['seeds']} | " + ' | '.join(cells) + ' |')

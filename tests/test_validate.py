@@ -48,7 +48,6 @@ def test_metrics_files(carried):
     assert summary['mean']['MAD'] == pytest.approx(mad)
 
 
-
 @pytest.mark.slow
 @pytest.mark.skipif(low_precision_dtype(torch.device('cpu')) is None, reason='a CPU without bfloat16 instructions')
 def test_bf16_metrics_are_close_to_fp32(tiny_synthetic, trained_checkpoint, carried, tmp_path):
@@ -60,6 +59,7 @@ def test_bf16_metrics_are_close_to_fp32(tiny_synthetic, trained_checkpoint, carr
     assert fp32 != bf16  # autocast did run
     for name in ('MAD', 'MSE', 'Grad', 'Conn', 'dtSSD'):
         assert bf16[name] == pytest.approx(fp32[name], rel=0.05)
+
 
 @pytest.mark.slow
 def test_saved_images_and_states(carried):
