@@ -24,15 +24,14 @@ import torch
 from tqdm import tqdm
 
 from atomic_file import check_output_folder
-from checkpoint import read_checkpoint
 from devices import PRECISIONS, autocast_dtype, open_device, reuse_freed_cpu_memory
 from errors import UserError
 from images import GREEN_SCREEN, IMAGE_EXTENSIONS
-from model import BACKBONES, MattingBase, MattingRefine
+from model import BACKBONES, MattingBase
 from model.fold_batchnorm import prepare_for_inference
 from model.model import run_model
 from model.refiner import REFINE_MODES
-from model.utils import NON_FINITE_ADVICE, check_finite_output, load_weights, model_settings, refine_setting
+from model.utils import NON_FINITE_ADVICE, check_finite_output, load_checkpoint_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--model-backbone', choices=BACKBONES,
@@ -167,17 +166,9 @@ def check_downsample_ratio(ratio: float, width: int, height: int) -> None:
 
 
 def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
-    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
-    backbone, without_convlstm = model_settings(checkpoint, source, args.model_backbone, args.without_convlstm)
-    args.model_refine = refine_setting(checkpoint, source, args.model_refine)
+    model = load_checkpoint_model(args)
     if args.model_refine and args.downsample_ratio != 1:
         raise InferenceError('--model-refine sets its own scale: use --refine-backbone-scale, not --downsample-ratio')
-    if args.model_refine:
-        model = MattingRefine(backbone, args.refine_backbone_scale, args.refine_mode, args.refine_sample_pixels,
-                              args.refine_threshold, recurrent=not without_convlstm)
-    else:
-        model = MattingBase(backbone, recurrent=not without_convlstm)
-    load_weights(model, backbone, checkpoint, source)
     return prepare_for_inference(model, device)
 
 

@@ -39,7 +39,7 @@ from images import green_screen_composite
 from loss import matting_loss, refine_loss
 from model import BACKBONES, MattingBase, MattingRefine
 from model.refiner import REFINE_MODES
-from model.utils import imagenet_weights, load_weights
+from model.utils import imagenet_weights, load_weights, make_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--dataset-name', required=True, choices=DATASETS,
@@ -233,14 +233,6 @@ def start_refiner_from(checkpoint: dict, path: str, args: argparse.Namespace) ->
     args.without_convlstm = recorded_setting(checkpoint, 'without_convlstm', args.without_convlstm, False,
                                              f'checkpoint {path}')
     return {'model': checkpoint['model'], 'backbone': checkpoint['backbone']}
-
-
-def make_model(args: argparse.Namespace) -> MattingBase:
-    """MattingRefine with --model-refine, else MattingBase, as the flags say."""
-    if args.model_refine:
-        return MattingRefine(args.model_backbone, args.refine_backbone_scale, args.refine_mode,
-                             args.refine_sample_pixels, args.refine_threshold, recurrent=not args.without_convlstm)
-    return MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
 
 
 def parameter_groups(model: MattingBase, args: argparse.Namespace) -> list[dict]:

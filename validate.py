@@ -27,17 +27,16 @@ from tqdm import tqdm
 
 import metrics
 from atomic_file import atomic_write, check_output_folder, write_together
-from checkpoint import read_checkpoint
 from data_path import DATASETS
 from dataset import make_dataset
 from devices import PRECISIONS, autocast_dtype, open_device, reuse_freed_cpu_memory
 from errors import UserError
 from images import green_screen_composite
-from model import BACKBONES, MattingBase, MattingRefine
+from model import BACKBONES, MattingBase
 from model.fold_batchnorm import prepare_for_inference
 from model.model import matte_chunk
 from model.refiner import REFINE_MODES
-from model.utils import check_finite_output, load_weights, model_settings, refine_setting
+from model.utils import check_finite_output, load_checkpoint_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--dataset-name', required=True, choices=DATASETS, help='dataset to validate on')
@@ -168,18 +167,9 @@ def validate(args: argparse.Namespace) -> None:
 def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
     """The checkpoint's model in eval mode on `device`, with the settings it records. They are resolved into args,
     so that metrics.json records the model that was validated."""
-    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
-    args.model_backbone, args.without_convlstm = model_settings(checkpoint, source, args.model_backbone,
-                                                                args.without_convlstm)
-    args.model_refine = refine_setting(checkpoint, source, args.model_refine)
+    model = load_checkpoint_model(args)
     if args.model_refine and args.downsample_ratio != 1:
         raise UserError('--model-refine sets its own scale: use --refine-backbone-scale, not --downsample-ratio')
-    if args.model_refine:
-        model = MattingRefine(args.model_backbone, args.refine_backbone_scale, args.refine_mode,
-                              args.refine_sample_pixels, args.refine_threshold, recurrent=not args.without_convlstm)
-    else:
-        model = MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
-    load_weights(model, args.model_backbone, checkpoint, source)
     return model.eval().to(device)
 
 

@@ -1,6 +1,7 @@
 """Loading weights into MattingBase / MattingRefine: one entry point, load_weights, for this project's checkpoints,
 the original project's and BackgroundMattingV2's state dicts, VainF's DeepLabV3 checkpoints and torchvision's
 ImageNet backbones."""
+import argparse
 import re
 import urllib.error
 from collections.abc import Mapping
@@ -9,7 +10,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from checkpoint import CheckpointError, recorded_setting
+from checkpoint import CheckpointError, read_checkpoint, recorded_setting
+
+from .model import MattingBase, MattingRefine
 
 # DeepLabV3 checkpoints of VainF/DeepLabV3Plus-Pytorch: its ASPP sits in the classifier, and its MobileNetV2 splits
 # `features` into low_level_features (blocks 0-3) and high_level_features (blocks 4 on).
@@ -21,6 +24,28 @@ DEEPLAB_RENAMES = [
 ]
 REQUIREMENTS = ('all', 'encoder', 'any')
 NON_FINITE_ADVICE = 'retrain it with lower learning rates or use an earlier checkpoint'
+
+
+def make_model(args: argparse.Namespace) -> MattingBase:
+    """MattingRefine with --model-refine, else MattingBase, as the flags of train.py, validate.py, inference.py and
+    export.py say (--model-backbone, --without-convlstm, --refine-*); random weights, train mode."""
+    if args.model_refine:
+        return MattingRefine(args.model_backbone, args.refine_backbone_scale, args.refine_mode,
+                             args.refine_sample_pixels, args.refine_threshold, recurrent=not args.without_convlstm)
+    return MattingBase(args.model_backbone, recurrent=not args.without_convlstm)
+
+
+def load_checkpoint_model(args: argparse.Namespace) -> MattingBase:
+    """The model of --model-checkpoint with its weights, on the CPU: its backbone, --without-convlstm and
+    --model-refine are the ones it records (model_settings, refine_setting), resolved into args so that the caller
+    and its outputs see the model that runs; the --refine-* flags are the run's own."""
+    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
+    args.model_backbone, args.without_convlstm = model_settings(checkpoint, source, args.model_backbone,
+                                                                args.without_convlstm)
+    args.model_refine = refine_setting(checkpoint, source, args.model_refine)
+    model = make_model(args)
+    load_weights(model, args.model_backbone, checkpoint, source)
+    return model
 
 
 def load_weights(model: nn.Module, backbone: str, checkpoint: Mapping, source: str, require: str = 'all',

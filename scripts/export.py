@@ -36,12 +36,11 @@ from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from atomic_file import OutputFolderError, atomic_write, check_output_folder  # noqa: E402
-from checkpoint import read_checkpoint  # noqa: E402
 from errors import UserError  # noqa: E402
 from model import BACKBONES, MattingBase, MattingRefine  # noqa: E402
 from model.model import STATE_LAYOUT  # noqa: E402
 from model.refiner import REFINE_MODES  # noqa: E402
-from model.utils import check_finite_output, load_weights, model_settings, refine_setting  # noqa: E402
+from model.utils import check_finite_output, load_checkpoint_model  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--model-backbone', choices=BACKBONES,
@@ -98,17 +97,10 @@ def load_model(args: argparse.Namespace) -> MattingBase:
             raise ExportError('--model-refine needs --model-checkpoint with a trained refiner '
                               '(train.py --model-refine)')
         return MattingBase(args.model_backbone, recurrent=not args.without_convlstm).eval()
-    checkpoint, source = read_checkpoint(args.model_checkpoint), f'checkpoint {args.model_checkpoint}'
-    backbone, without_convlstm = model_settings(checkpoint, source, args.model_backbone, args.without_convlstm)
-    if refine_setting(checkpoint, source, args.model_refine):
-        if args.refine_mode == 'sampling':
-            raise ExportError("--refine-mode sampling does not export: the number of patches it refines is fixed "
-                              "when traced; use --refine-mode full or thresholding")
-        model = MattingRefine(backbone, args.refine_backbone_scale, args.refine_mode, args.refine_sample_pixels,
-                              args.refine_threshold, recurrent=not without_convlstm)
-    else:
-        model = MattingBase(backbone, recurrent=not without_convlstm)
-    load_weights(model, backbone, checkpoint, source)
+    model = load_checkpoint_model(args)
+    if args.model_refine and args.refine_mode == 'sampling':
+        raise ExportError("--refine-mode sampling does not export: the number of patches it refines is fixed "
+                          "when traced; use --refine-mode full or thresholding")
     return model.eval()
 
 
