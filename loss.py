@@ -18,14 +18,24 @@ def image_terms(pred_pha: torch.Tensor, pred_fgr: torch.Tensor, true_pha: torch.
     }
 
 
+PHA_LOSSES = ('l1', 'l1+l2')
+
+
 def matting_loss(pred_pha: torch.Tensor, pred_fgr: torch.Tensor, pred_err: torch.Tensor,
-                 true_pha: torch.Tensor, true_fgr: torch.Tensor) -> dict[str, torch.Tensor]:
+                 true_pha: torch.Tensor, true_fgr: torch.Tensor, pha_loss: str = 'l1') -> dict[str, torch.Tensor]:
     """The original report's loss. pha/err (B, T, 1, H, W), fgr (B, T, 3, H, W), all in 0..1, fp32.
 
     image_terms, and L2 of the predicted error against the actual |alpha error| (detached: the error head learns to
     predict it, it does not push the alpha). Each term is a mean over all frames; 'total' is their sum.
+    pha_loss 'l1+l2' adds L2 of alpha ('pha_l2'). Where a pixel is the person with probability p < 0.5, L1 alone is
+    lowest at alpha 0 whatever p is, so a cue that moves p from 0.3 to 0.4 lowers nothing; with the L2 term the
+    optimum is max(0, 2p - 0.5), which follows p above 0.25 and so rewards a weak cue while it grows.
     """
+    if pha_loss not in PHA_LOSSES:
+        raise ValueError(f'pha_loss {pha_loss!r}: use one of {PHA_LOSSES}')
     losses = image_terms(pred_pha, pred_fgr, true_pha, true_fgr)
+    if pha_loss == 'l1+l2':
+        losses['pha_l2'] = F.mse_loss(pred_pha, true_pha)
     losses['err_l2'] = F.mse_loss(pred_err, (pred_pha - true_pha).abs().detach())
     losses['total'] = sum(losses.values())
     return losses

@@ -36,7 +36,7 @@ from dataset import DatasetError, make_dataset
 from devices import DeviceError, device_name, low_precision_dtype, make_grad_scaler, open_device, reuse_freed_cpu_memory
 from errors import UserError
 from images import green_screen_composite
-from loss import matting_loss, refine_loss
+from loss import PHA_LOSSES, matting_loss, refine_loss
 from model import BACKBONES, MattingBase, MattingRefine
 from model.refiner import REFINE_MODES
 from model.utils import imagenet_weights, load_weights, make_model
@@ -91,6 +91,9 @@ parser.add_argument('--lr-schedule', default='constant', choices=('constant', 'c
                          '--max-steps (else at the end of --epoch-end)')
 parser.add_argument('--warmup-steps', type=int, default=0,
                     help='steps over which the learning rates rise linearly from 0 (default 0: none)')
+parser.add_argument('--pha-loss', default='l1', choices=PHA_LOSSES,
+                    help="alpha's loss: 'l1' (the original's) or 'l1+l2', which adds L2 of alpha so that a weak cue "
+                         "(a pixel more likely the person than before, but under even odds) lowers the loss")
 parser.add_argument('--grad-clip', type=float, default=0,
                     help='clip the gradients\' global L2 norm to this value (default 0: no clipping)')
 parser.add_argument('--seed', type=int, default=0, help='seed of initialisation, data order and augmentation')
@@ -121,7 +124,7 @@ parser.add_argument('--keep-checkpoints', type=int, default=0,
 # The flags that define a run. A run continued from a training checkpoint takes them from it; their defaults apply
 # to new runs.
 RUN_SETTINGS = ('without_convlstm', 'batch_size', 'seq_length', 'resolution', 'lr_backbone', 'lr_aspp', 'lr_decoder',
-                'lr_schedule', 'warmup_steps', 'grad_clip', 'seed', 'camouflage_strength', 'model_refine',
+                'lr_schedule', 'warmup_steps', 'grad_clip', 'pha_loss', 'seed', 'camouflage_strength', 'model_refine',
                 'refine_backbone_scale', 'refine_mode', 'refine_sample_pixels', 'refine_threshold', 'lr_refiner')
 REFINE_FLAGS = ('refine_backbone_scale', 'refine_mode', 'refine_sample_pixels', 'refine_threshold', 'lr_refiner')
 
@@ -298,7 +301,7 @@ def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'Sto
         if valid_dataset is not None and position.step % args.log_valid_interval == 0:
             if run.writer:
                 log_validation(run.writer, bare_model(run.model), valid_dataset, run.device, run.amp_dtype,
-                               position.step)
+                               position.step, args.pha_loss)
             run.model.train()
         if position.step % args.checkpoint_interval == 0:
             save(run, position, 'checkpoint interval')
@@ -313,7 +316,8 @@ def train_step(run: Run, position: Position, true_src: torch.Tensor, true_pha: t
                true_fgr: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
     """One optimizer step on a batch: src/fgr (B, T, 3, H, W), pha (B, T, 1, H, W) in 0..1 on the device.
     Returns (pred_pha, pred_fgr, pred_err) and the losses; UserError when the loss is not finite."""
-    predictions, losses, _ = forward_and_loss(run.model, true_src, true_pha, true_fgr, run.amp_dtype)
+    predictions, losses, _ = forward_and_loss(run.model, true_src, true_pha, true_fgr, run.amp_dtype,
+                                              pha_loss=run.args.pha_loss)
     if not torch.isfinite(losses['total']):
         raise UserError(f"the loss became {losses['total'].item()} at step {position.step + 1} "
                         f"(epoch {position.epoch}): no checkpoint written; lower the learning rates or try --no-amp")
@@ -331,10 +335,10 @@ def train_step(run: Run, position: Position, true_src: torch.Tensor, true_pha: t
 
 
 def forward_and_loss(model: nn.Module, true_src: torch.Tensor, true_pha: torch.Tensor, true_fgr: torch.Tensor,
-                     amp_dtype: torch.dtype | None, state: list | None = None
+                     amp_dtype: torch.dtype | None, state: list | None = None, pha_loss: str = 'l1'
                      ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor], list]:
-    """The model on src (B, T, 3, H, W) under autocast, and its loss in fp32: matting_loss for MattingBase,
-    refine_loss (refined and coarse outputs) for MattingRefine. Returns fp32 (pha, fgr, err) in 0..1 for logs and
+    """The model on src (B, T, 3, H, W) under autocast, and its loss in fp32: matting_loss (with --pha-loss) for
+    MattingBase, refine_loss (refined and coarse outputs) for MattingRefine. Returns fp32 (pha, fgr, err) in 0..1 for logs and
     metrics (err at the network's scale), the losses and the new ConvLSTM state."""
     with torch.autocast(true_src.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         outputs = model(true_src, state)
@@ -342,7 +346,7 @@ def forward_and_loss(model: nn.Module, true_src: torch.Tensor, true_pha: torch.T
         pha, fgr, pha_sm, fgr_sm, err_sm = (output.float() for output in outputs[:5])
         return (pha, fgr, err_sm), refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr), outputs[-1]
     pha, fgr, err = (output.float() for output in outputs[:3])
-    return (pha, fgr, err), matting_loss(pha, fgr, err, true_pha, true_fgr), outputs[-1]
+    return (pha, fgr, err), matting_loss(pha, fgr, err, true_pha, true_fgr, pha_loss), outputs[-1]
 
 
 def log_step(run: Run, step: int, losses: dict[str, torch.Tensor], true_src: torch.Tensor, true_pha: torch.Tensor,
@@ -599,8 +603,9 @@ def log_images(writer: SummaryWriter, tag: str, step: int, true_src: torch.Tenso
 
 @torch.no_grad()
 def log_validation(writer: SummaryWriter, model: MattingBase, dataset, device: torch.device,
-                   amp_dtype: torch.dtype | None, step: int) -> None:
-    """Loss, MAD and MSE over the valid split, each clip in order with the ConvLSTM state carried."""
+                   amp_dtype: torch.dtype | None, step: int, pha_loss: str = 'l1') -> None:
+    """Loss (with --pha-loss), MAD and MSE over the valid split, each clip in order with the ConvLSTM state
+    carried."""
     model.eval()
     totals, frames, state, previous_clip = {}, 0, None, None
     for index, (clip, _) in enumerate(tqdm(dataset.index, desc='validation', leave=False, dynamic_ncols=True)):
@@ -608,7 +613,8 @@ def log_validation(writer: SummaryWriter, model: MattingBase, dataset, device: t
         if clip != previous_clip:
             state, previous_clip = None, clip
         true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
-        predictions, losses, state = forward_and_loss(model, true_src, true_pha, true_fgr, amp_dtype, state)
+        predictions, losses, state = forward_and_loss(model, true_src, true_pha, true_fgr, amp_dtype, state,
+                                                      pha_loss)
         pred_pha, pred_fgr, pred_err = predictions
         time = true_src.shape[1]
         for name, value in losses.items():

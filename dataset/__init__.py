@@ -16,8 +16,9 @@ def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int
     """The `split` ('train', 'valid' or 'test') of a dataset named in data_path.DATASETS.
 
     A synthetic dataset is drawn in memory (dataset/synthetic.py's SyntheticDataset) at resolution x resolution
-    (DEFAULT_SIZE when None): the train split a new clip per item, valid and test fixed sets of synthetic_clips
-    clips (default 32) of synthetic_frames frames (default 40); each camouflage clip's strength is drawn from the
+    (DEFAULT_SIZE when None): the train split a seq_length-frame window of a new clip per item, valid and test fixed
+    sets of synthetic_clips clips (default 32); clips of every split have synthetic_frames frames (default 40, at
+    least seq_length in training); each camouflage clip's strength is drawn from the
     range camouflage_strength (default: 1, fully camouflaged). It takes no videomatte_root,
     backgrounds_root or background_image_id.
     Otherwise the frames are read from disk; videomatte_root and backgrounds_root override DATA_PATH, and the test

@@ -16,7 +16,7 @@ Two uses:
                       --backgrounds-root <root>/backgrounds.
 A figure has a head, a neck, a torso that leaves the frame at the bottom and two arms swinging at the
 shoulder and elbow, soft alpha edges and thin semi-transparent strands of hair. It sways across the
-frame, so that different parts of the background show over time; in memory the camera also pans at times.
+frame, so that different parts of the background show over time; in memory the camera also pans sideways at times.
 Styles:
   plain       skin, hair and a striped shirt of random colours, over textured backgrounds;
   camouflage  the figure is cut out of a texture of the same family (palette and statistics) as its background,
@@ -49,6 +49,12 @@ EVAL_CLIPS, EVAL_FRAMES = 32, 40  # the valid and test splits: clips, frames per
 DEFAULT_SIZE = 128  # frame size in pixels (square) when no size is asked for
 DECOYS = 1  # still figure-shaped cut-outs in a camouflage clip
 CAMERA_PAN_PROBABILITY = 0.3
+# A panning camera's travel over a clip, in frame widths, uniform within this range, either way. The decoy, fixed to
+# the background, sweeps it at constant speed, centred where a figure stands; a sway spends more of its time near
+# its ends, so this is 1.15 times the range of figures' sway amplitudes (0.12..0.3 frame widths each way): then the
+# decoy's centre spreads over the frames as figures' centres do (standard deviation 0.155 frame widths about their
+# mean place, measured over 40-frame clips), and it leaves the frame no more than figures do.
+CAMERA_TRAVEL = 0.28, 0.68
 
 parser = argparse.ArgumentParser(prog='python -m dataset.synthetic', description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,13 +89,15 @@ class SyntheticDataset(Dataset):
 
     Item i is (fgr, pha, bgr): float32 tensors (T, 3, S, S), (T, 1, S, S), (T, 3, S, S) in 0..1, S = size,
     T = seq_length frames of one clip in time order, with its own moving background.
-    train: `clips` items (default TRAIN_CLIPS_PER_EPOCH), each a new clip drawn from a generator seeded by
-        (seed, epoch, i): figure, proportions, clothing, motion, playback speed, background and camera motion.
+    train: `clips` items (default TRAIN_CLIPS_PER_EPOCH), each a window of seq_length frames, at a random start, of a
+        new clip of max(frames, seq_length) frames, drawn from a generator seeded by (seed, epoch, i): figure,
+        proportions, clothing, motion, playback speed, background, camera motion and the window's start. Clips as
+        long as the test clips make the camera and the figures move as fast per frame in training as in testing.
         Call set_epoch before each epoch.
     valid, test: `clips` fixed clips of `frames` frames (defaults EVAL_CLIPS, EVAL_FRAMES), clip c drawn from a
         generator seeded by (split, c) whatever the seed; the items are their seq_length-frame tiles in order,
         index[i] = (clip_idx, start), clip names in `clips`, frame names in `frames[clip_idx]`, as
-        VideoMatte240KDataset's valid split.
+        VideoMatte240KDataset's valid split; camera_pans(clip_idx) tells the clips whose camera moves.
     camouflage: the range each camouflage clip's strength is drawn from uniformly (the weight of the texture over
         the figures' plain appearance, see Clip); (1, 1), the default, camouflages every clip fully.
     """
@@ -107,7 +115,9 @@ class SyntheticDataset(Dataset):
         self.epoch = 0
         if split == 'train':
             self.length = clips or TRAIN_CLIPS_PER_EPOCH
+            self.clip_length = max(frames, seq_length)
             return
+        self.pans: dict[int, bool] = {}  # camera_pans's answers
         count = clips or EVAL_CLIPS
         self.clips = [f'{c:04d}' for c in range(count)]
         self.frames = [[f'{t:05d}' for t in range(frames)] for _ in range(count)]
@@ -121,20 +131,31 @@ class SyntheticDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        clip, times = self.clip(index)
+        fgr, pha, bgr = (np.stack(part) for part in zip(*(clip.render(t) for t in times)))
+        return (torch.from_numpy(fgr).permute(0, 3, 1, 2), torch.from_numpy(pha)[:, None],
+                torch.from_numpy(bgr).permute(0, 3, 1, 2))
+
+    def clip(self, index: int) -> tuple['Clip', range]:
+        """Item `index`'s clip and the frames of it that the item shows (only those are rendered)."""
         if self.split == 'train':
             rng = np.random.default_rng([SPLITS.index('train'), self.seed, self.epoch, index])
-            clip = Clip(rng, self.style, self.size, self.seq_length, self.strength(rng))
-            times = range(self.seq_length)
-        else:
-            clip_idx, start = self.index[index]
-            rng = np.random.default_rng([SPLITS.index(self.split), clip_idx])
-            frames = len(self.frames[clip_idx])
-            clip = Clip(rng, self.style, self.size, frames, self.strength(rng))
-            times = range(start, min(start + self.seq_length, frames))
-        fgr, pha, bgr = (np.stack(part) for part in zip(*(clip.render(t) for t in times)))
-        return (torch.from_numpy(fgr).permute(0, 3, 1, 2).float().div_(255),
-                torch.from_numpy(pha)[:, None].float().div_(255),
-                torch.from_numpy(bgr).permute(0, 3, 1, 2).float().div_(255))
+            clip = Clip(rng, self.style, self.size, self.clip_length, self.strength(rng))
+            start = int(rng.integers(self.clip_length - self.seq_length + 1))
+            return clip, range(start, start + self.seq_length)
+        clip_idx, start = self.index[index]
+        return self.eval_clip(clip_idx), range(start, min(start + self.seq_length, len(self.frames[clip_idx])))
+
+    def eval_clip(self, clip_idx: int) -> 'Clip':
+        """Clip clip_idx of the valid or test split."""
+        rng = np.random.default_rng([SPLITS.index(self.split), clip_idx])
+        return Clip(rng, self.style, self.size, len(self.frames[clip_idx]), self.strength(rng))
+
+    def camera_pans(self, clip_idx: int) -> bool:
+        """Whether the camera moves in clip clip_idx of the valid or test split."""
+        if clip_idx not in self.pans:
+            self.pans[clip_idx] = self.eval_clip(clip_idx).pans
+        return self.pans[clip_idx]
 
     def strength(self, rng: np.random.Generator) -> float:
         """A clip's camouflage strength, uniform in the camouflage range (drawn in every style, so that the plain and
@@ -146,11 +167,14 @@ class SyntheticDataset(Dataset):
 class Clip:
     """One clip in memory: a figure over a background that the camera may pan across; render(t) draws frame t.
 
-    The background is a window of a texture (2S x 3S), which moves at a constant velocity (bouncing within a range
-    of S/2) in CAMERA_PAN_PROBABILITY of the clips and rests at a random subpixel position otherwise. In camouflage
-    the figure and a still decoy (a figure frozen at one instant, moving with the background) are cut from that
-    same texture at other places, and both are drawn the same way at every frame, so that nothing in a single frame
-    (texture statistics, colour cast, edge sharpness, size, position) tells the figure from the decoy. The decoy
+    The background is a window of a texture (2S x 3S), which moves sideways at a constant velocity in
+    CAMERA_PAN_PROBABILITY of the clips (`pans`; the camera's height never changes) and rests at a random subpixel
+    position otherwise. In camouflage the figure and a still decoy (a figure frozen at one instant, fixed to the
+    background) are cut from that same texture at other places, and both are drawn the same way at every frame, so
+    that nothing in a single frame (texture statistics, colour cast, edge sharpness, size, position, how much of it
+    the frame shows) tells the figure from the decoy: a still camera shows the decoy where its figure stood at that
+    instant; a panning one sweeps it across CAMERA_TRAVEL, centred where its figure stands, as a figure sways. The
+    decoy
     stands in front of the figure or behind it, at random, so that occlusion tells nothing either: in front, it is
     drawn into the background and cut out of the figure's alpha, as an object passing in front of a person. With
     one decoy, an L1 loss gains nothing from guessing on a single frame: the two silhouettes are equally likely.
@@ -160,41 +184,57 @@ class Clip:
     """
 
     def __init__(self, rng: np.random.Generator, style: str, size: int, frames: int, strength: float = 1.0):
-        self.size, self.pan = size, size / 2
+        self.size, self.frames = size, frames
         camouflage = style == 'camouflage'
         self.speed = rng.uniform(0.5, 2.5)
         span = self.speed * max(1, frames - 1) + 1
         self.background = texture(rng, 2 * size, 3 * size, size, random_palette(rng))
-        self.origin = rng.uniform([0, 0], [2 * size - self.pan, size - self.pan])
-        # Each decoy: its figure, the instant it is frozen at, and whether it stands in front of the figure.
-        self.decoys = [(Figure(rng, size, size, span, self.background, strength), rng.uniform(0, span),
-                        rng.random() < 0.5)
-                       for _ in range(DECOYS if camouflage else 0)]
+        # The camera's sideways travel over the clip (pixels, signed); the window stays within the texture.
+        self.travel = (rng.uniform(*CAMERA_TRAVEL) * size * rng.choice([-1, 1])
+                       if rng.random() < CAMERA_PAN_PROBABILITY else 0.0)
+        self.origin = rng.uniform([abs(self.travel) / 2, 0], [2 * size - abs(self.travel) / 2, size])
+        # Each decoy: its figure, the instant it is frozen at, whether it stands in front of the figure, and how far
+        # sideways it is moved from where its figure stood then (in a pan: back to its figure's place, before its
+        # sway, so that the pan's sweep takes the sway's place).
+        self.decoys = []
+        for _ in range(DECOYS if camouflage else 0):
+            decoy, still = Figure(rng, size, size, span, self.background, strength), rng.uniform(0, span)
+            self.decoys.append((decoy, still, rng.random() < 0.5, -wave(decoy.sway, still) if self.pans else 0.0))
         self.figure = Figure(rng, size, size, span, self.background if camouflage else None, strength)
-        self.camera = rng.uniform(0, self.pan, 2)
-        self.camera_velocity = (rng.uniform(-1, 1, 2) * self.pan / span
-                                if rng.random() < CAMERA_PAN_PROBABILITY else np.zeros(2))
+
+    @property
+    def pans(self) -> bool:
+        """Whether the camera moves in this clip."""
+        return self.travel != 0
 
     def render(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Frame t: foreground (S, S, 3), alpha (S, S) and background (S, S, 3), uint8."""
-        time = self.speed * t
-        fgr, pha = self.figure.render(time)
-        camera = self.camera_at(time)
-        window = np.float32([[1, 0, -self.origin[0] - camera[0]], [0, 1, -self.origin[1] - camera[1]]])
-        bgr = cv2.warpAffine(self.background, window, (self.size, self.size), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REFLECT)
-        for decoy, still, in_front in self.decoys:
-            decoy_fgr, decoy_pha = decoy.render(still, offset=self.camera - camera)  # fixed to the background
-            alpha = decoy_pha[..., None].astype(np.float32) / 255
-            bgr = (decoy_fgr * alpha + bgr * (1 - alpha)).round().astype(np.uint8)
-            if in_front:  # it hides the figure: drawn in the background, cut out of the figure's alpha
-                pha = (pha * (1 - alpha[..., 0])).round().astype(np.uint8)
-        return fgr, pha, bgr
+        """Frame t: foreground (S, S, 3), alpha (S, S) and background (S, S, 3), float32 in 0..1.
 
-    def camera_at(self, time: float) -> np.ndarray:
-        """The camera's (x, y) offset within 0..S/2 at `time`, bouncing at the range's ends."""
-        position = (self.camera + self.camera_velocity * time) % (2 * self.pan)
-        return np.where(position > self.pan, 2 * self.pan - position, position)
+        The decoys are composited into the background in float, as the training loop composites the figure, and the
+        figure's alpha where a decoy hides it stays float too: no rounding tells the two apart."""
+        fgr, pha = self.figure.render(self.speed * t)
+        window = np.float32([[1, 0, -self.origin[0] - self.camera_at(t)], [0, 1, -self.origin[1]]])
+        bgr = cv2.warpAffine(self.background, window, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT).astype(np.float32) / 255
+        pha = pha.astype(np.float32) / 255
+        for decoy_fgr, alpha, in_front in self.decoys_at(t):
+            bgr = decoy_fgr * alpha[..., None] + bgr * (1 - alpha[..., None])
+            if in_front:  # it hides the figure: drawn in the background, cut out of the figure's alpha
+                pha = pha * (1 - alpha)
+        return fgr.astype(np.float32) / 255, pha, bgr
+
+    def decoys_at(self, t: int) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+        """Each decoy at frame t: foreground (S, S, 3) and alpha (S, S), float32 in 0..1, and whether it stands in
+        front of the figure."""
+        decoys = []
+        for decoy, still, in_front, shift in self.decoys:
+            decoy_fgr, decoy_pha = decoy.render(still, offset=np.array([shift - self.camera_at(t), 0]))
+            decoys.append((decoy_fgr.astype(np.float32) / 255, decoy_pha.astype(np.float32) / 255, in_front))
+        return decoys
+
+    def camera_at(self, t: float) -> float:
+        """The camera's sideways offset in pixels at frame t, from its place at the middle of the clip."""
+        return self.travel * (t / max(1, self.frames - 1) - 0.5)
 
 
 def generate(root: str, style: str = 'plain', seed: int = 0, width: int = 320, height: int = 180, frames: int = 40,
@@ -292,7 +332,7 @@ class Figure:
     def render(self, t: float, offset: np.ndarray = np.zeros(2)) -> tuple[np.ndarray, np.ndarray]:
         """The figure at time t, moved by offset (x, y) pixels: foreground (H, W, 3) and alpha (H, W), uint8."""
         s = self.size
-        cx = self.x + offset[0] + wave(self.sway, t) + self.drift * (t / max(1, self.frames - 1) - 0.5)
+        cx = self.centre(t) + offset[0]
         head = np.array([cx + s * 0.3 * math.sin(math.radians(wave(self.lean, t))),
                          self.height - s * 0.82 + offset[1] + wave(self.bob, t)])
         head_axes = np.array([0.1, 0.13]) * s
@@ -331,6 +371,10 @@ class Figure:
         if self.camouflage > 0:
             fgr = fgr + self._window(self.clothing, shift + self.clothing_shift) * self.camouflage
         return np.clip(fgr, 0, 255).astype(np.uint8), np.round(alpha[..., 0] * 255).astype(np.uint8)
+
+    def centre(self, t: float) -> float:
+        """The x of the figure's neck and torso at time t, in pixels: where it stands, its sway and its drift."""
+        return self.x + wave(self.sway, t) + self.drift * (t / max(1, self.frames - 1) - 0.5)
 
     def _window(self, texture: np.ndarray, shift: np.ndarray) -> np.ndarray:
         """The frame-sized window of `texture` whose origin is at -shift, bilinear, as float32."""

@@ -35,20 +35,15 @@ class ConvLSTMCell(nn.Module):
         return F.conv2d(x, weight, self.conv.bias, padding=self.conv.padding)
 
     def step(self, x_gates: Tensor, state: State) -> State:
-        """One time step. x_gates from input_gates(); state (h, c), each (N, C_hid, H, W). Returns the new (h, c)."""
+        """One time step. x_gates from input_gates(); state (h, c), each (N, C_hid, H, W). Returns the new (h, c):
+        h in x_gates' dtype (it feeds the convolutions), c at least fp32 (see gated_update)."""
         h, c = state
         weight = self.conv.weight[:, self.input_channels:]
-        gates = x_gates + F.conv2d(h, weight, padding=self.conv.padding)
-        i, f, o, g = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        return gated_update(x_gates, F.conv2d(h.to(x_gates.dtype), weight, padding=self.conv.padding), c)
 
     def first_step(self, x_gates: Tensor) -> State:
         """step() from the zero state without materialising it (an export would fix the zeros' size)."""
-        i, _, o, g = x_gates.chunk(4, dim=1)
-        c = torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        return gated_update(x_gates, None, None)
 
     def forward(self, x: Tensor, state: Optional[State] = None) -> State:
         """x (N, C_in, H, W), state (h, c) or None for zeros. Returns the new (h, c)."""
@@ -56,11 +51,26 @@ class ConvLSTMCell(nn.Module):
         return self.step(x_gates, state if state is not None else self.zero_state(x_gates))
 
     def zero_state(self, x_gates: Tensor) -> State:
-        """Zeros shaped like one frame's state, on the device and in the dtype the gates are computed in
-        (so the state also follows fp16/bf16 autocast)."""
+        """Zeros shaped like one frame's state, on the gates' device: h in their dtype, c in fp32 or wider."""
         n, _, height, width = x_gates.shape
-        zeros = x_gates.new_zeros(n, self.hidden_channels, height, width)
-        return zeros, zeros
+        h = x_gates.new_zeros(n, self.hidden_channels, height, width)
+        return h, h.to(torch.promote_types(h.dtype, torch.float32))
+
+
+def gated_update(x_gates: Tensor, h_gates: Optional[Tensor], c: Optional[Tensor]) -> State:
+    """The LSTM update from the input's and the hidden state's contributions to the gates (None: zero state).
+
+    Under fp16/bf16 autocast the gates and the cell state are computed in fp32: the cell is a running sum over the
+    whole clip, and in bf16 (8 bits of mantissa) 1 + 1e-3 == 1, so small per-frame updates of a remembered
+    background would vanish. h returns in the gates' dtype, which the next convolutions take.
+    """
+    dtype = torch.promote_types(x_gates.dtype, torch.float32)
+    gates = x_gates.to(dtype) if h_gates is None else x_gates.to(dtype) + h_gates.to(dtype)
+    i, f, o, g = gates.chunk(4, dim=1)
+    update = torch.sigmoid(i) * torch.tanh(g)
+    c = update if c is None else torch.sigmoid(f) * c.to(dtype) + update
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h.to(x_gates.dtype), c
 
 
 class ConvLSTM(nn.Module):

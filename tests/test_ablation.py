@@ -1,4 +1,4 @@
-"""scripts/ablation.py: the runs it trains and validates, the table it writes, resuming, and its errors."""
+"""scripts/ablation.py: the runs it trains and validates, the tables it writes, resuming, and its errors."""
 import csv
 import json
 import os
@@ -6,11 +6,14 @@ import statistics
 
 import pytest
 
+from baselines import THRESHOLDS
 from script_runner import ablation_args, run_script
 
 pytestmark = pytest.mark.slow  # every test here runs the scripts as subprocesses
 
-MODELS = ['w/ ConvLSTM', 'w/ ConvLSTM, state reset every sequence', 'w/o ConvLSTM']
+WITH, RESET, OFF, WITHOUT = ('w/ ConvLSTM', 'w/ ConvLSTM, state reset every sequence',
+                             'w/ ConvLSTM, memory off at test', 'w/o ConvLSTM')
+MODELS = {'plain': [WITH, RESET, OFF], 'camouflage': [WITH, RESET, OFF, WITHOUT]}
 STYLES = ['plain', 'camouflage']
 
 
@@ -21,38 +24,39 @@ def load(path: str) -> dict:
 
 def test_every_style_model_and_seed_is_trained_and_validated(tiny_ablation):
     report = load(tiny_ablation)
-    # The table's evaluations, and the camouflage models again at strength 0 (the state carried, no reset).
+    # The tables' evaluations, and the camouflage models again at strength 0 (the state carried, no reset).
     assert sorted((run['style'], run['model'], run['seed'], run['camouflage_strength']) for run in report['runs']) == \
         sorted([(style, model, seed, 1.0 if style == 'camouflage' else None)
-                for style in STYLES for model in MODELS for seed in (0, 1)] +
-               [('camouflage', model, seed, 0.0) for model in (MODELS[0], MODELS[2]) for seed in (0, 1)])
+                for style in STYLES for model in MODELS[style] for seed in (0, 1)] +
+               [('camouflage', model, seed, 0.0) for model in (WITH, WITHOUT) for seed in (0, 1)])
     for run in report['runs']:
         assert run['in_table'] == (run['camouflage_strength'] in (None, 1.0))
         validated = load(run['metrics'])
         assert {key: validated['mean'][key] for key in run['mean']} == run['mean']
-        assert validated['settings']['without_convlstm'] == (run['model'] == 'w/o ConvLSTM')
-        assert validated['settings']['reset_state_every'] == (3 if 'reset' in run['model'] else 0)
+        assert validated['settings']['without_convlstm'] == (run['model'] == WITHOUT)
+        assert validated['settings']['reset_state_every'] == {RESET: 3, OFF: 1}.get(run['model'], 0)
         assert validated['settings']['model_checkpoint'] == run['checkpoint']
-        assert validated['settings']['split'] == 'test', 'the table is measured on the held-out test split'
+        assert validated['settings']['split'] == 'test', 'the tables are measured on the held-out test split'
         assert os.listdir(os.path.dirname(run['checkpoint'])) == [os.path.basename(run['checkpoint'])]
         strength = run['camouflage_strength']
         assert validated['settings']['camouflage_strength'] == (1.0 if strength is None else strength)
         steps = 3 if run['style'] == 'camouflage' else 2
         assert run['checkpoint'].endswith(f'-iter-{steps}.pth') and run['train_minutes'] > 0
-    # The reset evaluation reuses the w/ ConvLSTM checkpoint; every style, seed and model trains its own.
+        frames = {clip: [row['MAD'] for row in result['frames']] for clip, result in validated['clips'].items()}
+        assert run['breakdown']['MAD'] == pytest.approx(statistics.mean(sum(frames.values(), [])))
+        assert len(run['breakdown']['MAD_by_frame']) == 40
+    # The reset and memory-off evaluations reuse the w/ ConvLSTM checkpoint; plain trains w/ only, camouflage both.
     checkpoints = {(run['style'], run['model'], run['seed']): run['checkpoint'] for run in report['runs']
                    if run['in_table']}
-    assert checkpoints['plain', MODELS[0], 0] == checkpoints['plain', MODELS[1], 0]
-    trained = {path for key, path in checkpoints.items() if key[1] != MODELS[1]}
-    assert len(trained) == 2 * 2 * 2
+    assert checkpoints['plain', WITH, 0] == checkpoints['plain', RESET, 0] == checkpoints['plain', OFF, 0]
+    assert len(set(checkpoints.values())) == 2 * 3
 
 
-def test_camouflage_starts_from_the_same_models_plain_checkpoint(tiny_ablation):
+def test_both_camouflage_models_start_from_the_seeds_plain_checkpoint(tiny_ablation):
     runs = load(tiny_ablation)['runs']
-    plain = {(run['model'], run['seed']): run['checkpoint'] for run in runs if run['style'] == 'plain'}
+    plain = {run['seed']: run['checkpoint'] for run in runs if run['style'] == 'plain'}
     for run in runs:
-        expected = plain[run['model'], run['seed']] if run['style'] == 'camouflage' else None
-        assert run['initialised_from'] == expected
+        assert run['initialised_from'] == (plain[run['seed']] if run['style'] == 'camouflage' else None)
     log = os.path.join(os.path.dirname(runs[0]['metrics']).replace('plain', 'camouflage'), 'train.log')
     with open(log) as file:
         assert 'Loaded 368/368 tensors' in file.read()  # all of MobileNetV2's, from the plain checkpoint
@@ -61,13 +65,15 @@ def test_camouflage_starts_from_the_same_models_plain_checkpoint(tiny_ablation):
 def test_table_is_the_mean_and_spread_over_seeds(tiny_ablation):
     report = load(tiny_ablation)
     assert [(row['style'], row['model'], row['seeds']) for row in report['table']] == [
-        (style, model, 2) for style in STYLES for model in MODELS]
+        (style, model, 2) for style in STYLES for model in MODELS[style]]
     for row in report['table']:
+        runs = [run for run in report['runs']
+                if (run['style'], run['model']) == (row['style'], row['model']) and run['in_table']]
         for metric in ('MAD', 'MSE', 'Grad', 'Conn', 'dtSSD'):
-            values = [run['mean'][metric] for run in report['runs']
-                      if (run['style'], run['model']) == (row['style'], row['model']) and run['in_table']]
+            values = [run['mean'][metric] for run in runs]
             assert row[metric] == pytest.approx(statistics.mean(values))
             assert row[f'{metric}_std'] == pytest.approx(statistics.stdev(values))
+        assert row['MAD_fall'] == pytest.approx(statistics.mean(run['breakdown']['MAD_fall'] for run in runs))
 
     with open(tiny_ablation.replace('.json', '.csv'), newline='') as file:
         rows = list(csv.DictReader(file))
@@ -78,18 +84,12 @@ def test_table_is_the_mean_and_spread_over_seeds(tiny_ablation):
     with open(tiny_ablation.replace('.json', '.md')) as file:
         markdown = file.read()
     mad = {row['model']: row['MAD'] for row in report['table'] if row['style'] == 'camouflage'}
-    assert f"| camouflage | w/o ConvLSTM | 2 | {mad['w/o ConvLSTM']:.2f} ± " in markdown
-    [paired] = [row for row in report['paired_differences'] if row['style'] == 'camouflage']
-    ratio = paired['MAD_with_over_without']
-    assert ratio == pytest.approx(statistics.mean(
-        value['MAD_with_over_without'] for value in paired['per_seed'].values()))
-    assert (f"| camouflage | 2 | {paired['MAD_with_minus_without']:.2f} ± "
-            f"{paired['MAD_with_minus_without_std']:.2f} | {ratio:.2f} ± ") in markdown
+    assert f"| camouflage | w/o ConvLSTM | 2 | {mad[WITHOUT]:.2f} ± " in markdown
 
 
 def test_learning_curves_are_logged_during_training(tiny_ablation):
     for run in load(tiny_ablation)['runs']:
-        if run['model'] == MODELS[1] or not run['in_table']:
+        if run['model'] in (RESET, OFF) or not run['in_table']:
             assert run['valid_mad_curve'] == [], 'the curve belongs to the run, given once'
             continue
         curve = run['valid_mad_curve']
@@ -97,33 +97,45 @@ def test_learning_curves_are_logged_during_training(tiny_ablation):
         assert [step for step, _ in curve] == sorted({step for step, _ in curve})
 
 
-def test_paired_differences_compare_the_same_seeds_models(tiny_ablation):
+def test_paired_comparisons_pair_the_same_seeds_models(tiny_ablation):
     report = load(tiny_ablation)
     mad = {(run['style'], run['model'], run['seed']): run['mean']['MAD'] for run in report['runs'] if run['in_table']}
-    differences = report['paired_differences']
-    assert [row['style'] for row in differences] == STYLES
-    for row in differences:
-        assert row['seeds'] == [0, 1] and sorted(row['per_seed']) == ['0', '1']  # JSON object keys are strings
+    rows = {(row['style'], row['comparison']): row for row in report['paired_differences']}
+    assert ('plain', 'MAD_with_minus_without') not in rows, 'plain trains no w/o model'
+    for style in STYLES:
         for seed in (0, 1):
-            per_seed = row['per_seed'][str(seed)]
-            with_, reset, without = (mad[row['style'], model, seed] for model in MODELS)
-            assert per_seed['MAD_with_minus_without'] == pytest.approx(with_ - without)
-            assert per_seed['MAD_with_over_without'] == pytest.approx(with_ / without)
-            assert per_seed['MAD_carried_minus_reset'] == pytest.approx(with_ - reset)
-        assert row['MAD_with_minus_without'] == pytest.approx(
-            statistics.mean(row['per_seed'][str(seed)]['MAD_with_minus_without'] for seed in (0, 1)))
+            assert rows[style, 'MAD_carried_minus_reset']['per_seed'][str(seed)] == pytest.approx(
+                mad[style, WITH, seed] - mad[style, RESET, seed])
+            assert rows[style, 'MAD_carried_minus_off']['per_seed'][str(seed)] == pytest.approx(
+                mad[style, WITH, seed] - mad[style, OFF, seed])
+    ratio = rows['camouflage', 'MAD_with_over_without']
+    assert ratio['per_seed'] == {str(seed): pytest.approx(mad['camouflage', WITH, seed] / mad['camouflage', WITHOUT, seed])
+                                 for seed in (0, 1)}
+    assert ratio['mean'] == pytest.approx(statistics.mean(ratio['per_seed'].values()))
+    assert ratio['low'] < ratio['mean'] < ratio['high']
     with open(tiny_ablation.replace('.json', '.md')) as file:
         markdown = file.read()
-    assert 'Paired by seed' in markdown
+    assert f"| camouflage | MAD, w/ over w/o ConvLSTM | 2 | {ratio['mean']:.2f} | [{ratio['low']:.2f}, " in markdown
 
 
-def test_empty_matte_score_per_style(tiny_ablation):
-    empty = load(tiny_ablation)['empty_matte_MAD']
-    assert sorted(empty) == sorted(STYLES) and all(value > 0 for value in empty.values())
+def test_baselines_and_targets(tiny_ablation):
+    report = load(tiny_ablation)
+    assert sorted(report['baselines']) == sorted(STYLES)
+    for style, results in report['baselines'].items():
+        empty, median = results['empty matte (alpha 0)'], results['causal median background']
+        assert empty['MAD'] == report['empty_matte_MAD'][style] > 0
+        assert median['threshold'] in THRESHOLDS and median['MAD'] > 0 and len(median['MAD_by_frame']) == 40
+        assert empty['MAD_fall'] == 0
     with open(tiny_ablation.replace('.json', '.md')) as file:
         markdown = file.read()
     for style in STYLES:
-        assert f'| {style} | empty matte (alpha 0) | - | {empty[style]:.2f} |' in markdown
+        assert f"| {style} | empty matte (alpha 0) | - | {report['empty_matte_MAD'][style]:.2f} |" in markdown
+    targets = {target['target']: target for target in report['targets']}
+    assert len(targets) >= 6 and all(isinstance(target['met'], bool) for target in targets.values())
+    plain = targets['plain: w/ ConvLSTM MAD <= 30']
+    assert plain['measured']['mean'] == pytest.approx(
+        statistics.mean(run['mean']['MAD'] for run in report['runs'] if run['style'] == 'plain' and run['model'] == WITH))
+    assert plain['met'] == (plain['measured']['high'] <= 30)
 
 
 def test_rerun_keeps_finished_training_and_fills_the_report(tiny_ablation):
@@ -175,8 +187,8 @@ def test_dose_response_pairs_the_models_at_each_strength(tiny_ablation):
         mad = {(run['model'], run['seed']): run['mean']['MAD'] for run in report['runs']
                if run['style'] == 'camouflage' and run['camouflage_strength'] == row['strength']}
         assert row['seeds'] == [0, 1]
-        assert row['with'] == pytest.approx(statistics.mean(mad[MODELS[0], seed] for seed in (0, 1)))
-        assert row['without'] == pytest.approx(statistics.mean(mad[MODELS[2], seed] for seed in (0, 1)))
-        assert row['with_minus_without'] == pytest.approx(row['with'] - row['without'])
+        assert row['with'] == pytest.approx(statistics.mean(mad[WITH, seed] for seed in (0, 1)))
+        assert row['without'] == pytest.approx(statistics.mean(mad[WITHOUT, seed] for seed in (0, 1)))
+        assert row['with_minus_without']['mean'] == pytest.approx(row['with'] - row['without'])
     with open(tiny_ablation.replace('.json', '.md')) as file:
         assert f"| 0 | 2 | {report['dose_response'][1]['with']:.2f} ± " in file.read()

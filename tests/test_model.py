@@ -81,6 +81,23 @@ def test_earlier_frames_matter_only_when_recurrent(recurrent):
         assert difference == 0
 
 
+def test_memory_off_at_test_is_the_without_convlstm_model():
+    """The ablation's control: a recurrent model whose state is reset at every frame (validate.py
+    --reset-state-every 1) computes what the same weights compute with recurrent=False."""
+    torch.manual_seed(0)
+    recurrent = MattingBase('mobilenetv2').eval()
+    without = MattingBase('mobilenetv2', recurrent=False).eval()
+    without.load_state_dict(recurrent.state_dict())
+    src = torch.rand(1, 4, 3, 64, 64)
+    with torch.no_grad():
+        expected = without(src)[:4]
+        frame_by_frame = [recurrent(src[:, t:t + 1], state=None)[:4] for t in range(4)]
+        carried = recurrent(src)[0]
+    for got, want in zip(zip(*frame_by_frame), expected):
+        torch.testing.assert_close(torch.cat(got, dim=1), want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(carried[:, 1:], expected[0][:, 1:], atol=1e-3), 'the carried state changes later frames'
+
+
 def test_without_convlstm_ignores_the_incoming_state():
     torch.manual_seed(0)
     model = MattingBase('mobilenetv2', recurrent=False).eval()
@@ -138,11 +155,25 @@ def test_convlstm_layer_steps_through_time_like_the_cell():
     torch.testing.assert_close(c, state[1], atol=1e-5, rtol=1e-5)
 
 
-def test_convlstm_under_bf16_autocast():
+def test_convlstm_under_bf16_autocast_keeps_the_cell_in_fp32():
+    torch.manual_seed(0)
     layer = ConvLSTM(3, 4)
+    x = torch.randn(1, 3, 3, 8, 8)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        hidden, (h, c) = layer(torch.randn(1, 3, 3, 8, 8))
+        hidden, (h, c) = layer(x)
+        _, (_, c_reset) = ConvLSTM(3, 4, recurrent=False)(x)
     assert hidden.dtype == torch.bfloat16 and torch.isfinite(hidden.float()).all()
+    assert c.dtype == torch.float32 and c_reset.dtype == torch.float32
+    # A cell that keeps almost all of itself (forget gate near 1) and adds 1e-3 a frame: in bf16, 1 + 1e-3 == 1.
+    cell = ConvLSTMCell(1, 1, kernel_size=1)
+    with torch.no_grad():
+        cell.conv.weight.zero_()
+        cell.conv.bias.copy_(torch.tensor([-6.9, 20.0, 0.0, 20.0]))  # i = sigmoid(-6.9) ~ 1e-3, f ~ 1, g ~ 1
+    state = (torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        for _ in range(100):
+            state = cell(torch.zeros(1, 1, 1, 1), state)
+    assert state[1].item() == pytest.approx(1 + 100 * torch.sigmoid(torch.tensor(-6.9)).item(), rel=1e-3)
 
 
 def test_gradients_reach_every_convlstm_parameter():

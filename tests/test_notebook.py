@@ -58,14 +58,25 @@ def test_notebook_writes_tables_and_figures(tiny_ablation, tmp_path):
         latex_cells = [cell.replace('±', r'$\pm$') for cell in cells]
         assert f"{row['style']} & {row['model']} & {row['seeds']} & " + ' & '.join(latex_cells) + r' \\' in latex
 
-    dose = (figures / 'dose_response.md').read_text()
-    for row in report['dose_response']:
-        assert f"| {row['strength']:g} | 2 | {row['with']:.2f} ± {row['with_std']:.2f} | " in dose
+    # The comparisons and the dose response: each value as the notebook formats it, the intervals as [low, high].
+    def interval(row):
+        return f"[{row['low']:.2f}, {row['high']:.2f}]"
+
+    assert report['paired_differences'] and report['dose_response']
     differences = (figures / 'paired_differences.md').read_text()
     for row in report['paired_differences']:
-        assert f"| {row['style']} | {len(row['seeds'])} | {row['MAD_with_minus_without']:.2f} ± " in differences
-    for name, rows in (('learning_curves.png', 1), ('loss_curves.png', 1), ('frames_strip_plain.png', 4),
-                       ('frames_strip_camouflage.png', 4), ('hidden_states.png', 2 + 2)):
+        per_seed = ', '.join(f'{seed}: {value:.2f}' for seed, value in row['per_seed'].items())
+        assert (f"| {row['style']} | {row['description']} | {len(row['seeds'])} | {row['mean']:.2f} | "
+                f"{interval(row)} | {per_seed} |") in differences
+    dose = (figures / 'dose_response.md').read_text()
+    for row in report['dose_response']:
+        difference, ratio = row['with_minus_without'], row['with_over_without']
+        assert (f"| {row['strength']:g} | 2 | {row['with']:.2f} ± {row['with_std']:.2f} | "
+                f"{row['without']:.2f} ± {row['without_std']:.2f} | {difference['mean']:.2f} {interval(difference)} | "
+                f"{ratio['mean']:.2f} {interval(ratio)} |") in dose
+    # Image rows: the strips show the source, the true alpha, w/ ConvLSTM and its memory off, and on camouflage w/o.
+    for name, rows in (('learning_curves.png', 1), ('loss_curves.png', 1), ('mad_by_frame.png', 1),
+                       ('frames_strip_plain.png', 4), ('frames_strip_camouflage.png', 5), ('hidden_states.png', 2 + 2)):
         with Image.open(figures / name) as image:
             image.verify()
         with Image.open(figures / name) as image:

@@ -74,6 +74,27 @@ def test_matting_loss_is_zero_for_a_perfect_prediction():
     assert worse['pha_l1'] > 0 and worse['pha_sobel'] > 0 and worse['err_l2'] > 0
 
 
+def test_l2_term_rewards_a_weak_cue_that_l1_ignores():
+    """A pixel that is the person with probability p: L1's best alpha is 0 for any p < 0.5, so it cannot tell p 0.3
+    from 0.4; with the L2 term the best alpha, max(0, 2p - 0.5), follows p."""
+    def best_alpha(p: float, pha_loss: str) -> float:
+        candidates = torch.linspace(0, 1, 101)
+        expected = []
+        for alpha in candidates:
+            pred = alpha.expand(1, 2, 1, 4, 4)
+            truths = [torch.ones_like(pred), torch.zeros_like(pred)]
+            losses = [matting_loss(pred, pred.expand(1, 2, 3, 4, 4), torch.zeros_like(pred), true,
+                                   true.expand(1, 2, 3, 4, 4), pha_loss) for true in truths]
+            expected.append(p * losses[0]['pha_l1'] + (1 - p) * losses[1]['pha_l1']
+                            + p * losses[0].get('pha_l2', 0) + (1 - p) * losses[1].get('pha_l2', 0))
+        return candidates[int(torch.stack(expected).argmin())].item()
+
+    assert best_alpha(0.3, 'l1') == best_alpha(0.4, 'l1') == 0
+    assert best_alpha(0.3, 'l1+l2') == pytest.approx(0.1) and best_alpha(0.4, 'l1+l2') == pytest.approx(0.3)
+    with pytest.raises(ValueError, match='pha_loss'):
+        matting_loss(*[torch.zeros(1, 1, 1, 2, 2)] * 5, pha_loss='l2')
+
+
 @pytest.mark.slow
 def test_resume_after_a_kill_continues_exactly(tiny_synthetic, tmp_path):
     straight = tmp_path / 'straight'
