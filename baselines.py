@@ -13,7 +13,7 @@ from torch import Tensor
 
 import metrics
 
-THRESHOLDS = tuple(round(0.02 * step, 2) for step in range(1, 26))  # 0.02 .. 0.5, in units of 0..1 intensity
+THRESHOLDS = tuple(round(0.02 * step, 2) for step in range(1, 51))  # 0.02 .. 1, in units of 0..1 intensity
 
 
 def empty_matte(frames: Tensor) -> Tensor:
