@@ -338,8 +338,8 @@ def forward_and_loss(model: nn.Module, true_src: torch.Tensor, true_pha: torch.T
                      amp_dtype: torch.dtype | None, state: list | None = None, pha_loss: str = 'l1'
                      ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor], list]:
     """The model on src (B, T, 3, H, W) under autocast, and its loss in fp32: matting_loss (with --pha-loss) for
-    MattingBase, refine_loss (refined and coarse outputs) for MattingRefine. Returns fp32 (pha, fgr, err) in 0..1 for logs and
-    metrics (err at the network's scale), the losses and the new ConvLSTM state."""
+    MattingBase, refine_loss (refined and coarse outputs) for MattingRefine. Returns fp32 (pha, fgr, err) in 0..1 for
+    logs and metrics (err at the network's scale), the losses and the new ConvLSTM state."""
     with torch.autocast(true_src.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         outputs = model(true_src, state)
     if isinstance(bare_model(model), MattingRefine):

@@ -174,10 +174,10 @@ class Clip:
     that nothing in a single frame (texture statistics, colour cast, edge sharpness, size, position, how much of it
     the frame shows) tells the figure from the decoy: a still camera shows the decoy where its figure stood at that
     instant; a panning one sweeps it across CAMERA_TRAVEL, centred where its figure stands, as a figure sways. The
-    decoy
-    stands in front of the figure or behind it, at random, so that occlusion tells nothing either: in front, it is
-    drawn into the background and cut out of the figure's alpha, as an object passing in front of a person. With
-    one decoy, an L1 loss gains nothing from guessing on a single frame: the two silhouettes are equally likely.
+    decoy stands in front of the figure or behind it, at random, so that occlusion tells nothing either: in front, it
+    is drawn into the background and cut out of the figure's alpha, as an object passing in front of a person. With
+    one decoy, a guess on a single frame is a coin between two equally likely silhouettes
+    (tests/test_synthetic_cues.py).
     strength: in the camouflage style, the weight of the texture over the plain appearance of the figure and of the
     decoys alike (1: none of it is left; 0: plain figures, of which only the moving one is the matte's).
     The clip plays at a random speed: frame t shows the figure's motion at time speed * t.

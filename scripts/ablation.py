@@ -270,8 +270,8 @@ def test_run(args: argparse.Namespace, style: str, seed: int, recurrent: bool, c
     name, checkpoint_dir, log_dir, output_dir = run_folders(args, style, seed, recurrent)
     curve = learning_curve(log_dir)
     pans = camera_pans(args, style)
-    results = []
-    for model, reset_every, strength, suffix in evaluations(args, style, recurrent):
+    results, planned = [], evaluations(args, style, recurrent)
+    for model, reset_every, strength, suffix in planned:
         metrics_dir = output_dir + suffix
         run_script(os.path.join(output_dir, f'validate{suffix}.log'), threads_per_run(args), [
             'validate.py', '--dataset-name', STYLES[style], '--split', 'test', '--synthetic-clips',
@@ -281,7 +281,7 @@ def test_run(args: argparse.Namespace, style: str, seed: int, recurrent: bool, c
             '--camouflage-strength', str(strength), *([] if recurrent else ['--without-convlstm'])])
         with open(os.path.join(metrics_dir, 'metrics.json')) as file:
             validated = json.load(file)
-        in_table = strength == evaluations(args, style, recurrent)[0][2]
+        in_table = strength == planned[0][2]  # the tables' strength
         clip_mads = {clip: [row['MAD'] for row in result['frames']] for clip, result in validated['clips'].items()}
         results.append({'style': style, 'dataset': STYLES[style], 'model': model, 'seed': seed,
                         'camouflage_strength': strength if style == 'camouflage' else None, 'in_table': in_table,
@@ -585,7 +585,8 @@ def markdown_tables(report: dict) -> str:
             lines.append(f'| {style} | {label} | - | ' + ' | '.join(cells) + ' |')
     lines += ['', 'Paired by seed (negative differences and ratios below 1 favour the memory); the interval is the '
               '95% t-interval of the mean over seeds:', '',
-              '| style | comparison | seeds | mean | 95% interval | per seed |', '| --- | --- | --- | --- | --- | --- |']
+              '| style | comparison | seeds | mean | 95% interval | per seed |',
+              '| --- | --- | --- | --- | --- | --- |']
     for row in report['paired_differences']:
         lines.append(f"| {row['style']} | {row['description']} | {len(row['seeds'])} | {row['mean']:.2f} | "
                      f"{format_interval(row)} | {format_per_seed(row)} |")

@@ -53,4 +53,4 @@ def test_every_number_of_the_discussion_is_in_the_json():
     allowed |= numbers_in(json.loads(read('report/probes.json')), set()) | TARGET_LEVELS
     discussion = between(read('report/README.md'), '## 8. Discussion and limits', '## 9.')
     stray = [number for number in re.findall(r'(?<![\w.])\d+\.\d+', discussion) if number not in allowed]
-    assert not stray, f'numbers in the discussion that neither report/ablation.json nor report/probes.json holds: {stray}'
+    assert not stray, f'numbers in the discussion that report/ablation.json and report/probes.json lack: {stray}'
