@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from atomic_file import check_output_folder
+from cpu_threads import CPU_THREADS_HELP, FreeCoreThreads, thread_count_flag
 from devices import PRECISIONS, autocast_dtype, open_device, reuse_freed_cpu_memory
 from errors import UserError
 from images import GREEN_SCREEN, IMAGE_EXTENSIONS
@@ -60,6 +61,7 @@ parser.add_argument('--refine-backbone-scale', type=float, default=0.25,
 parser.add_argument('--refine-mode', default='sampling', choices=REFINE_MODES, help='which 4x4 patches to refine')
 parser.add_argument('--refine-sample-pixels', type=int, default=80_000, help="pixels refined in 'sampling' mode")
 parser.add_argument('--refine-threshold', type=float, default=0.1, help="error threshold in 'thresholding' mode")
+parser.add_argument('--cpu-threads', type=thread_count_flag, default='auto', help=CPU_THREADS_HELP)
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                     help='torch device (default: cuda when present)')
 parser.add_argument('--precision', choices=PRECISIONS, default=None,
@@ -84,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def matte(args: argparse.Namespace) -> None:
     device = open_device(args.device)
     reuse_freed_cpu_memory(device)
+    threads = FreeCoreThreads(device, args.cpu_threads)
     dtype = precision_dtype(args, device)
     check_flags(args)
     frames, fps, (width, height), count = open_input(args.input, args.fps)
@@ -116,6 +119,7 @@ def matte(args: argparse.Namespace) -> None:
                 for kind, output in outputs.items():
                     output.write(images[kind])
                 progress.update(len(chunk))
+                threads.update()
         if progress.n == 0:
             raise InferenceError(f'--input {args.input}: no frame could be read')
         for output in outputs.values():

@@ -31,6 +31,7 @@ import metrics
 from atomic_file import DISK_FULL_ERRNOS, check_output_folder
 from checkpoint import (FolderLock, is_training_checkpoint, newest_checkpoint, read_checkpoint, recorded_setting,
                         remove_old_checkpoints, save_checkpoint, set_random_states)
+from cpu_threads import CPU_THREADS_HELP, FreeCoreThreads, thread_count_flag
 from data_path import DATASETS
 from dataset import DatasetError, make_dataset
 from devices import DeviceError, device_name, low_precision_dtype, make_grad_scaler, open_device, reuse_freed_cpu_memory
@@ -99,6 +100,7 @@ parser.add_argument('--grad-clip', type=float, default=0,
 parser.add_argument('--seed', type=int, default=0, help='seed of initialisation, data order and augmentation')
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                     help='torch device (default: cuda when present); under torchrun each process uses its local GPU')
+parser.add_argument('--cpu-threads', type=thread_count_flag, default='auto', help=CPU_THREADS_HELP)
 parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
                     help='mixed precision: fp16 with a GradScaler on CUDA, bf16 autocast on a CPU with bfloat16 '
                          'instructions (an error on one without) (default: on with CUDA)')
@@ -158,6 +160,7 @@ class Run:
     checkpoint_dir: str
     writer: SummaryWriter | None  # on rank 0 only
     total_steps: int  # where the cosine schedule reaches 0
+    threads: FreeCoreThreads
 
 
 @dataclasses.dataclass
@@ -223,7 +226,8 @@ def train_in_folder(args: argparse.Namespace, rank: int, world_size: int, device
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None,
                                         find_unused_parameters=args.model_refine and args.refine_mode != 'full')
     run = Run(args, rank, world_size, device, amp_dtype, model, optimizer, scaler, checkpoint_dir,
-              SummaryWriter(log_dir) if rank == 0 else None, args.max_steps or args.epoch_end * batches_per_epoch)
+              SummaryWriter(log_dir) if rank == 0 else None, args.max_steps or args.epoch_end * batches_per_epoch,
+              FreeCoreThreads(device, args.cpu_threads))
     return train_epochs(run, dataset, valid_dataset, position, batches_per_epoch)
 
 
@@ -294,6 +298,7 @@ def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'Sto
         true_fgr, true_pha, true_bgr = (x.to(run.device, non_blocking=True) for x in (true_fgr, true_pha, true_bgr))
         true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
         predictions, losses = train_step(run, position, true_src, true_pha, true_fgr)
+        run.threads.update()
         position.step += 1
         position.batch_in_epoch += 1
         progress.set_postfix(step=position.step, loss=f"{losses['total'].item():.4f}")

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 import metrics
 from atomic_file import atomic_write, check_output_folder, write_together
+from cpu_threads import CPU_THREADS_HELP, FreeCoreThreads, thread_count_flag
 from data_path import DATASETS
 from dataset import make_dataset
 from devices import PRECISIONS, autocast_dtype, open_device, reuse_freed_cpu_memory
@@ -77,6 +78,7 @@ parser.add_argument('--resolution', type=int, default=None,
 parser.add_argument('--background-image-id', type=int, default=None,
                     help='composite every clip onto this background image (index into the sorted valid backgrounds)')
 parser.add_argument('--num-workers', type=int, default=0, help='DataLoader worker processes')
+parser.add_argument('--cpu-threads', type=thread_count_flag, default='auto', help=CPU_THREADS_HELP)
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                     help='torch device (default: cuda when present)')
 parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
@@ -110,6 +112,7 @@ def validate(args: argparse.Namespace) -> None:
     check_output_folder(args.output_path, '--output-path')
     device = open_device(args.device)
     reuse_freed_cpu_memory(device)
+    threads = FreeCoreThreads(device, args.cpu_threads)
     dtype = autocast_dtype(args.precision, device)
     dataset = make_dataset(args.dataset_name, args.split, args.seq_length, args.resolution,
                            background_image_id=args.background_image_id, videomatte_root=args.videomatte_root,
@@ -158,6 +161,7 @@ def validate(args: argparse.Namespace) -> None:
                 if args.save_states:
                     save_state(os.path.join(args.output_path, clip), begin, state[args.state_module - 1])
                 progress.update(end - begin)
+                threads.update()
     progress.close()
     summary = write_metrics(args, rows, len(rows) / model_seconds)
     print_summary(summary)

@@ -68,10 +68,12 @@ def transparent_huge_pages_always() -> bool:
 @pytest.mark.skipif(platform.libc_ver()[0] != 'glibc' or transparent_huge_pages_always(),
                     reason='glibc malloc, and page faults counted in 4 KiB pages')
 def test_freed_cpu_memory_is_reused_without_page_faults():
-    # Each in a fresh process: the setting is process-wide and cannot be undone.
+    # Each in a fresh process: the setting is process-wide and cannot be undone. One thread, so that the blocks
+    # come from one malloc arena in the same order however busy the machine is (with two, which thread allocates
+    # what, and so which arena's free memory is reused, depends on the scheduling).
     def faults(mode: str) -> int:
         run = subprocess.run([sys.executable, '-c', PAGE_FAULTS_OF_A_FORWARD, mode], cwd=REPO,
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
         return int(run.stdout)
     # Above glibc's largest mmap threshold (32 MiB), a block is mapped afresh at every allocation: the decoder's
     # upsampled 48 channels of 2 frames at 288x512 alone are 56.6 MB, 13,824 pages of 4 KiB.
