@@ -27,6 +27,14 @@ def raise_interrupted(signum: int, frame) -> None:
     raise Interrupted(signum)
 
 
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """A DataLoader worker_init_fn: workers ignore SIGINT and SIGTERM, which a Ctrl-C or a kill of the process group
+    sends them too, so that the main process alone decides how to stop (a worker killed first would end it with a
+    DataLoader error instead)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def run_main(body: Callable[[], None], interrupted: str) -> None:
     """Run a script's work as its main(): a UserError ends it with one line `error: ...` and status 1; Ctrl-C
     (SIGINT) or SIGTERM ends it, once the work's own cleanup has run, with one line `interrupted: <interrupted>`

@@ -7,9 +7,11 @@ Frames stream through in chunks of --seq-length with the ConvLSTM state carried 
 does not grow with the video's length. Writes <output-dir>/{pha,fgr,com}.mp4 at the input's frame rate and size
 (the mp4 encoder drops the last column or row of an odd width or height, with a warning), or with --output-format
 png <output-dir>/{pha,fgr,com}/000000.png ... (com alone by default). Each output is written under a temporary
-name and renamed when complete; it replaces an earlier output of the same name, never an input of the run, and
-a PNG folder holding files other than its frames is refused, not deleted. High-resolution video: --downsample-ratio runs the network at a reduced size and
-upsamples its alpha and foreground residual; --model-refine runs MattingRefine (BackgroundMattingV2's refiner).
+name and renamed when complete; it replaces an earlier output of the same name, never an input of the run, and a
+PNG folder holding files other than its frames is refused, not deleted. High-resolution video: --downsample-ratio
+runs the network at a reduced size and upsamples its alpha and foreground residual; --model-refine runs
+MattingRefine (BackgroundMattingV2's refiner). Ctrl-C or SIGTERM removes the unfinished outputs and exits with
+status 130 or 143.
 """
 import argparse
 import contextlib
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from atomic_file import check_output_folder
+from atomic_file import HOST, check_output_folder, process_alive
 from devices import PRECISIONS, autocast_dtype, device_name, open_device, reuse_freed_cpu_memory
 from errors import UserError, run_main
 from images import GREEN_SCREEN, IMAGE_EXTENSIONS
@@ -276,7 +278,10 @@ class Output:
         self.folder = folder
         self.is_video = output_format == 'video'
         self.path = os.path.join(folder, f'{kind}.mp4' if self.is_video else kind)
-        self.temporary = os.path.join(folder, f'.{kind}.partial' + ('.mp4' if self.is_video else ''))
+        # Named by process and host, so that runs sharing --output-dir never write into each other's temporaries.
+        suffix = '.mp4' if self.is_video else ''
+        self.temporary = os.path.join(folder, f'.{kind}.{os.getpid()}@{HOST}.partial{suffix}')
+        self.temporary_name = re.compile(rf'\.{kind}\.(\d+)@(.+)\.partial{re.escape(suffix)}')
         self.frames = 0
         self.video = None
         self.opened = False
@@ -303,6 +308,7 @@ class Output:
     def open(self, fps: float, size: tuple[int, int]) -> None:
         os.makedirs(self.folder, exist_ok=True)
         self.opened = True
+        self.remove_stale_temporaries()
         if self.is_video:
             self.video = cv2.VideoWriter(self.temporary, cv2.VideoWriter_fourcc(*'mp4v'), fps, size)
             if not self.video.isOpened():
@@ -310,6 +316,18 @@ class Output:
         else:
             shutil.rmtree(self.temporary, ignore_errors=True)
             os.makedirs(self.temporary)
+
+    def remove_stale_temporaries(self) -> None:
+        """Remove the temporaries of this output that killed runs of this machine left; another live run's stay."""
+        for name in os.listdir(self.folder):
+            match = self.temporary_name.fullmatch(name)
+            if match and match[2] == HOST and not process_alive(int(match[1])):
+                path = os.path.join(self.folder, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
 
     def write(self, images: torch.Tensor) -> None:
         """images (T, 1 or 3, H, W) in 0..1."""

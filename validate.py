@@ -8,6 +8,7 @@ carried from chunk to chunk within a clip (or reset every --reset-state-every fr
 Saving images or states into a folder of an earlier run first removes that run's metrics files, so that a stopped
 run never leaves its images beside another run's metrics; a folder that holds an earlier run's images or states is
 refused (their clips and the new metrics would disagree): choose another --output-path, or move them away.
+Ctrl-C or SIGTERM writes no metrics and exits with status 130 or 143.
 
 Example (after README's first command):
     python validate.py --dataset-name synthetic --model-checkpoint checkpoint/demo/epoch-0-iter-800.pth \
@@ -32,7 +33,7 @@ from atomic_file import atomic_write, check_output_folder, write_together
 from data_path import DATASETS
 from dataset import make_dataset
 from devices import PRECISIONS, autocast_dtype, open_device, reuse_freed_cpu_memory
-from errors import UserError, run_main
+from errors import UserError, leave_stop_signals_to_the_main_process, run_main
 from images import green_screen_composite
 from input_paths import inside, refuse_outputs_over_inputs, same_path
 from model import BACKBONES, MattingBase
@@ -128,7 +129,8 @@ def validate(args: argparse.Namespace) -> None:
 
     rows, model_seconds = [], 0.0
     state, previous_clip, previous = None, None, None
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers,
+                        worker_init_fn=leave_stop_signals_to_the_main_process)
     total = sum(min(args.seq_length, len(dataset.frames[c]) - s) for c, s in dataset.index)
     with torch.no_grad(), tqdm(total=total, desc='validation', unit='frame', dynamic_ncols=True) as progress:
         for (clip_index, start), (true_fgr, true_pha, true_bgr) in zip(dataset.index, loader):

@@ -21,6 +21,7 @@ chunks of a random clip at that size and at another batch and size, and compared
 (atomically) only when every difference is within --tolerance. ONNX needs `pip install onnx onnxruntime`.
 Without --model-checkpoint the weights are random, to try the export itself. A checkpoint with non-finite weights
 (NaN or inf, even in a channel no output uses) is refused, and so is an --output that is the checkpoint itself.
+Ctrl-C or SIGTERM writes nothing and exits with status 130 or 143.
 """
 import argparse
 import importlib.util

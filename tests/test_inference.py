@@ -17,6 +17,7 @@ import torch
 
 import devices
 import inference
+from atomic_file import HOST
 from model import MattingBase
 from script_runner import run_script
 
@@ -478,3 +479,25 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(random_checkpoint, vide
     message = infer_error(tmp_path / 'nan.pth', video, tmp_path / 'out')
     assert message == f'error: checkpoint {tmp_path / "nan.pth"} holds non-finite values (NaN or inf) in ' \
                       f'decoder.conv4.weight: retrain it with lower learning rates or use an earlier checkpoint'
+
+
+def test_temporaries_of_killed_runs_go_and_those_of_live_runs_stay(random_checkpoint, video, tmp_path):
+    """Each run writes its own temporaries (runs may share --output-dir); a later run removes those a killed run of
+    this machine left, and keeps another live run's."""
+    dead = max_pid() + 1  # no process has it
+    left = {f'.pha.{dead}@{HOST}.partial.mp4': 'killed', f'.pha.{os.getppid()}@{HOST}.partial.mp4': 'live',
+            f'.pha.{dead}@another-host.partial.mp4': 'elsewhere', f'.com.{dead}@{HOST}.partial': 'killed'}
+    for name, kind in left.items():
+        if name.endswith('.mp4'):
+            (tmp_path / name).write_text(kind)
+        else:
+            (tmp_path / name).mkdir()
+    infer(random_checkpoint, video, tmp_path, '--output-types', 'pha', '--num-frames', '2')
+    infer(random_checkpoint, video, tmp_path, '--output-types', 'com', '--num-frames', '2', '--output-format', 'png')
+    assert sorted(os.listdir(tmp_path)) == sorted(['com', 'pha.mp4', *(name for name, kind in left.items()
+                                                                       if kind != 'killed')])
+
+
+def max_pid() -> int:
+    with open('/proc/sys/kernel/pid_max') as file:
+        return int(file.read())

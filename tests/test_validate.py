@@ -4,8 +4,12 @@ import errno
 import json
 import math
 import os
+import select
 import shutil
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -13,7 +17,7 @@ import torch
 import validate
 from atomic_file import OutputFolderError
 from devices import low_precision_dtype
-from script_runner import run_script
+from script_runner import REPO, run_script
 
 
 def validate_args(root: str, checkpoint: str, output: str, *extra: str) -> list[str]:
@@ -227,8 +231,8 @@ def test_synthetic_clips_beyond_the_split_or_for_data_on_disk(random_checkpoint,
     assert validate_error(args) == 'error: --synthetic-clips 33: the test split of synthetic has 32 clips: use 1 to 32'
     message = validate_error(validate_args(tiny_synthetic, random_checkpoint, str(tmp_path / 'out'),
                                            '--synthetic-clips', '5'))
-    assert message == 'error: --synthetic-clips 5 is for the synthetic datasets, and videomatte240k is read from disk ' \
-                      'with all its clips: leave it out'
+    assert message == 'error: --synthetic-clips 5 is for the synthetic datasets, and videomatte240k is read from ' \
+                      'disk with all its clips: leave it out'
     assert os.listdir(tmp_path) == []
 
 
@@ -312,3 +316,28 @@ def test_a_signal_exits_with_its_status_and_keeps_the_earlier_metrics(random_che
     assert exit_info.value.code == status
     assert capsys.readouterr().err.strip().splitlines()[-1] == 'interrupted: no metrics written'
     assert contents(tmp_path) == earlier and sorted(os.listdir(tmp_path)) == sorted(earlier)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_workers_is_one_line(random_checkpoint, tmp_path):
+    """A kill of the whole group reaches the DataLoader workers too: the main process alone decides how to stop."""
+    process = subprocess.Popen(
+        [sys.executable, 'validate.py', *synthetic_args(random_checkpoint, tmp_path, '--num-workers', '2',
+                                                        '--synthetic-clips', '32', '--resolution', '64')],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    try:
+        stderr = b''
+        while b'validation:' not in stderr:  # the progress bar: the workers have started
+            select.select([process.stderr], [], [], 60)
+            chunk = os.read(process.stderr.fileno(), 4096)
+            assert chunk, stderr.decode()
+            stderr += chunk
+        time.sleep(1)
+        os.killpg(process.pid, signal.SIGTERM)
+        stderr += process.communicate(timeout=120)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 143 and b'Traceback' not in stderr, stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1] == 'interrupted: no metrics written'
+    assert os.listdir(tmp_path) == []
