@@ -50,8 +50,8 @@ def recipe_checkpoints() -> set[str]:
     written = set()
     for line in readme.splitlines():
         for command in line.split('&&'):
-            words = shlex.split(command.strip().rstrip('\\'), comments=False) if 'python train.py' in command else []
-            if 'train.py' not in words[1:2] or '--max-steps' not in words:
+            words = shlex.split(command.rstrip(' \\')) if command.strip().startswith('python train.py ') else []
+            if '--max-steps' not in words:
                 continue
             flags = dict(zip(words, words[1:]))  # each word and the next: a flag and its value, among others
             steps, batch = int(flags['--max-steps']), int(flags.get('--batch-size', 1))
