@@ -194,9 +194,10 @@ def earlier_images(folder: str) -> list[str]:
         return []
     clips = []
     for entry in os.scandir(folder):
-        if entry.is_dir() and any(sub.is_dir() and (sub.name in IMAGE_FOLDERS or STATE_FOLDER.fullmatch(sub.name))
-                                  for sub in os.scandir(entry.path)):
-            clips.append(entry.name)
+        with contextlib.suppress(OSError):  # not a folder, or one this user cannot read: not a validation run's
+            if any(sub.is_dir() and (sub.name in IMAGE_FOLDERS or STATE_FOLDER.fullmatch(sub.name))
+                   for sub in os.scandir(entry.path)):
+                clips.append(entry.name)
     return sorted(clips)
 
 
