@@ -1,19 +1,24 @@
 r"""Matte your own video (any format OpenCV reads) or folder of frames with a checkpoint.
 
-    python inference.py --model-backbone mobilenetv2 --model-checkpoint checkpoint/demo/epoch-6-iter-180.pth \
+    python inference.py --model-checkpoint checkpoint/demo/epoch-0-iter-800.pth \
         --input my_video.mp4 --output-dir output/my_video --output-types pha com
 
 Frames stream through in chunks of --seq-length with the ConvLSTM state carried from chunk to chunk, so memory
 does not grow with the video's length. Writes <output-dir>/{pha,fgr,com}.mp4 at the input's frame rate and size
 (the mp4 encoder drops the last column or row of an odd width or height, with a warning), or with --output-format
-png <output-dir>/{pha,fgr,com}/000000.png ... Each output is written under a temporary
-name and renamed when complete. High-resolution video: --downsample-ratio runs the network at a reduced size and
-upsamples its alpha and foreground residual; --model-refine runs MattingRefine (BackgroundMattingV2's refiner).
+png <output-dir>/{pha,fgr,com}/000000.png ... (com alone by default). Each output is written under a temporary
+name and renamed when complete; it replaces an earlier output of the same name, never an input of the run, and a
+PNG folder holding files other than its frames is refused, not deleted. High-resolution video: --downsample-ratio
+runs the network at a reduced size and upsamples its alpha and foreground residual; --model-refine runs
+MattingRefine (BackgroundMattingV2's refiner). Ctrl-C or SIGTERM removes the unfinished outputs and exits with
+status 130 or 143.
 """
 import argparse
+import contextlib
 import itertools
 import math
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -23,11 +28,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from atomic_file import check_output_folder
+from atomic_file import HOST, check_output_folder, process_alive
 from cpu_threads import CPU_THREADS_HELP, FreeCoreThreads, thread_count_flag
-from devices import PRECISIONS, autocast_dtype, open_device, reuse_freed_cpu_memory
-from errors import UserError
+from devices import PRECISIONS, autocast_dtype, device_name, open_device, reuse_freed_cpu_memory
+from errors import UserError, run_main
 from images import GREEN_SCREEN, IMAGE_EXTENSIONS
+from input_paths import refuse_outputs_over_inputs
 from model import BACKBONES, MattingBase
 from model.fold_batchnorm import prepare_for_inference
 from model.model import run_model
@@ -70,6 +76,9 @@ parser.add_argument('--precision', choices=PRECISIONS, default=None,
 parser.add_argument('--fp16', action=argparse.BooleanOptionalAction, default=None,
                     help='the older spelling of --precision fp16 (--no-fp16: --precision fp32)')
 
+FRAME_NAME = re.compile(r'\d{6,}\.png')  # the PNG frames Output writes: 000000.png ...
+PRECISION_NAMES = {None: 'fp32', torch.bfloat16: 'bf16 autocast', torch.float16: 'fp16 autocast'}
+
 
 class InferenceError(UserError):
     """A user input that cannot be matted: the message names it and what to do."""
@@ -77,10 +86,7 @@ class InferenceError(UserError):
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
-    try:
-        matte(args)
-    except UserError as error:
-        sys.exit(f'error: {error}')
+    run_main(lambda: matte(args), 'nothing written; the earlier outputs in --output-dir are kept')
 
 
 def matte(args: argparse.Namespace) -> None:
@@ -89,24 +95,36 @@ def matte(args: argparse.Namespace) -> None:
     threads = FreeCoreThreads(device, args.cpu_threads)
     dtype = precision_dtype(args, device)
     check_flags(args)
+    check_output_folder(args.output_dir, '--output-dir')
+    outputs = {kind: Output(args.output_dir, kind, args.output_format) for kind in args.output_types}
+    background_file = args.composite_background if os.path.isfile(args.composite_background) else None
+    refuse_outputs_over_inputs({'--input': args.input, '--model-checkpoint': args.model_checkpoint,
+                                '--composite-background': background_file},
+                               [path for output in outputs.values() for path in (output.path, output.temporary)],
+                               'choose another --output-dir')
+    for output in outputs.values():
+        output.check()
     frames, fps, (width, height), count = open_input(args.input, args.fps)
     if args.num_frames is not None:
         count = min(count, args.num_frames) if count > 0 else args.num_frames
     check_downsample_ratio(args.downsample_ratio, width, height)
+    if args.output_format == 'video' and min(width, height) < 2:
+        raise InferenceError(f'--input {args.input} has {width}x{height} frames, too small for the mp4 encoder (2x2 '
+                             f'pixels at least): use --output-format png')
     background = composite_background(args.composite_background, width, height, device)
     model = load_model(args, device)
     # fp16 can overflow where a checkpoint is fine in full precision; bf16 keeps float32's range.
     advice = NON_FINITE_ADVICE + ('; or run in full precision: --precision fp32' if dtype == torch.float16 else '')
-    check_output_folder(args.output_dir, '--output-dir')
     if args.output_format == 'video' and (width % 2 or height % 2):
         print(f'warning: the mp4 encoder needs an even width and height, so {width}x{height} frames are written as '
               f'{width // 2 * 2}x{height // 2 * 2} (the last column or row dropped); --output-format png keeps every '
               f'pixel', file=sys.stderr)
+    print(f'matting on {device} ({device_name(device)}) in {PRECISION_NAMES[dtype]}')
 
-    outputs = {}
+    new_folders = missing_folders(args.output_dir)
     try:
-        for kind in args.output_types:
-            outputs[kind] = Output(args.output_dir, kind, args.output_format, fps, (width, height))
+        for output in outputs.values():
+            output.open(fps, (width, height))
         state = None
         with torch.no_grad(), tqdm(total=count or None, unit='frame', dynamic_ncols=True) as progress:
             for chunk in chunks(frames, args.seq_length, args.num_frames):
@@ -124,13 +142,26 @@ def matte(args: argparse.Namespace) -> None:
             raise InferenceError(f'--input {args.input}: no frame could be read')
         for output in outputs.values():
             output.close()
+        for output in outputs.values():
+            output.commit()
     except BaseException:
         for output in outputs.values():
             output.discard()
+        for folder in new_folders:  # those this run made, innermost first, where nothing was written
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
         raise
-    for output in outputs.values():
-        output.commit()
     print(f"{progress.n} frames matted into {', '.join(output.path for output in outputs.values())}")
+
+
+def missing_folders(path: str) -> list[str]:
+    """The folders of `path` that do not exist yet, innermost first: those a run writing there would make."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 def precision_dtype(args: argparse.Namespace, device: torch.device) -> torch.dtype | None:
@@ -242,23 +273,65 @@ def composite_background(spec: str, width: int, height: int, device: torch.devic
 
 
 class Output:
-    """One output (pha, fgr or com) written under a temporary name: close() finishes and checks it, commit()
-    renames it into place, discard() removes it. Video: <dir>/<kind>.mp4 (MPEG-4 Part 2, 'mp4v': the codec every
-    OpenCV build writes); PNG: <dir>/<kind>/000000.png ... (alpha as 8-bit grey, the others RGB)."""
+    """One output (pha, fgr or com) written under a temporary name: open() starts it, close() finishes and checks it,
+    commit() puts it in place of an earlier output of that name, discard() removes it. Video: <dir>/<kind>.mp4
+    (MPEG-4 Part 2, 'mp4v': the codec every OpenCV build writes); PNG: <dir>/<kind>/000000.png ... (alpha as 8-bit
+    grey, the others RGB)."""
 
-    def __init__(self, folder: str, kind: str, output_format: str, fps: float, size: tuple[int, int]):
-        os.makedirs(folder, exist_ok=True)
-        self.path = os.path.join(folder, f'{kind}.mp4' if output_format == 'video' else kind)
-        self.temporary = os.path.join(folder, f'.{kind}.partial' + ('.mp4' if output_format == 'video' else ''))
+    def __init__(self, folder: str, kind: str, output_format: str):
+        self.folder = folder
+        self.is_video = output_format == 'video'
+        self.path = os.path.join(folder, f'{kind}.mp4' if self.is_video else kind)
+        # Named by process and host, so that runs sharing --output-dir never write into each other's temporaries.
+        suffix = '.mp4' if self.is_video else ''
+        self.temporary = os.path.join(folder, f'.{kind}.{os.getpid()}@{HOST}.partial{suffix}')
+        self.temporary_name = re.compile(rf'\.{kind}\.(\d+)@(.+)\.partial{re.escape(suffix)}')
         self.frames = 0
         self.video = None
-        if output_format == 'video':
+        self.opened = False
+
+    def check(self) -> None:
+        """InferenceError unless what is at the output's path, if anything, is an earlier output of its kind: a
+        folder where the video goes, a file where the PNG folder goes, and a PNG folder holding anything but frames
+        (whatever else it holds would go with the earlier frames) are refused."""
+        if self.is_video and os.path.isdir(self.path):
+            raise InferenceError(f'{self.path} is a folder, where the video goes: move it away or choose another '
+                                 f'--output-dir')
+        if self.is_video or not os.path.lexists(self.path):
+            return
+        if not os.path.isdir(self.path) or os.path.islink(self.path):
+            raise InferenceError(f'{self.path} is a file, where the PNG frames go: move it away or choose another '
+                                 f'--output-dir')
+        foreign = sorted(name for name in os.listdir(self.path)
+                         if not (FRAME_NAME.fullmatch(name) and os.path.isfile(os.path.join(self.path, name))))
+        if foreign:
+            raise InferenceError(f'{self.path} holds {", ".join(foreign[:3])}{" ..." if len(foreign) > 3 else ""}, '
+                                 f'which inference.py did not write; the earlier frames there would be replaced: '
+                                 f'move those away or choose another --output-dir')
+
+    def open(self, fps: float, size: tuple[int, int]) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        self.opened = True
+        self.remove_stale_temporaries()
+        if self.is_video:
             self.video = cv2.VideoWriter(self.temporary, cv2.VideoWriter_fourcc(*'mp4v'), fps, size)
             if not self.video.isOpened():
                 raise InferenceError(f'cannot write the video {self.temporary}: check the folder is writable')
         else:
             shutil.rmtree(self.temporary, ignore_errors=True)
             os.makedirs(self.temporary)
+
+    def remove_stale_temporaries(self) -> None:
+        """Remove the temporaries of this output that killed runs of this machine left; another live run's stay."""
+        for name in os.listdir(self.folder):
+            match = self.temporary_name.fullmatch(name)
+            if match and match[2] == HOST and not process_alive(int(match[1])):
+                path = os.path.join(self.folder, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
 
     def write(self, images: torch.Tensor) -> None:
         """images (T, 1 or 3, H, W) in 0..1."""
@@ -284,14 +357,25 @@ class Output:
                                  f'{self.frames} frames; check the free disk space')
 
     def commit(self) -> None:
+        """Rename the output into place. An earlier PNG folder loses only the frames inference.py writes; were
+        anything else put there since check(), it stays, and InferenceError says so."""
         if self.video is not None:
             os.replace(self.temporary, self.path)
             return
         if os.path.isdir(self.path):
-            shutil.rmtree(self.path)
+            for name in os.listdir(self.path):
+                if FRAME_NAME.fullmatch(name):
+                    os.remove(os.path.join(self.path, name))
+            try:
+                os.rmdir(self.path)
+            except OSError:
+                raise InferenceError(f'{self.path} gained other files than frames during the run: move them away '
+                                     f'and run again') from None
         os.rename(self.temporary, self.path)
 
     def discard(self) -> None:
+        if not self.opened:
+            return
         if self.video is not None:
             self.video.release()
             if os.path.exists(self.temporary):

@@ -1,4 +1,4 @@
-"""Validate a checkpoint: MAD, MSE, Grad, Conn and dtSSD per frame, per clip and overall.
+r"""Validate a checkpoint: MAD, MSE, Grad, Conn and dtSSD per frame, per clip and overall.
 
 Every clip of the split (valid by default) runs in order, in chunks of --seq-length frames, the ConvLSTM state
 carried from chunk to chunk within a clip (or reset every --reset-state-every frames) and reset between clips. Writes
@@ -6,10 +6,13 @@ carried from chunk to chunk within a clip (or reset every --reset-state-every fr
     <output-path>/<clip>/{pred_pha, true_pha, pred_err, true_src, pred_com}/<frame>.png
     <output-path>/<clip>/state_h_<channel>/<frame>.png and state_c_<channel>/<frame>.png
 Saving images or states into a folder of an earlier run first removes that run's metrics files, so that a stopped
-run never leaves its images beside another run's metrics.
+run never leaves its images beside another run's metrics; a folder that holds an earlier run's images or states is
+refused (their clips and the new metrics would disagree): choose another --output-path, or move them away.
+Ctrl-C or SIGTERM writes no metrics and exits with status 130 or 143.
 
-Example: python validate.py --dataset-name synthetic --model-backbone mobilenetv2 \
-             --model-checkpoint checkpoint/demo/epoch-1-iter-80.pth --output-path output/demo
+Example (after README's first command):
+    python validate.py --dataset-name synthetic --model-checkpoint checkpoint/demo/epoch-0-iter-800.pth \
+        --output-path output/demo --seq-length 8 --resolution 64
 """
 import argparse
 import contextlib
@@ -17,7 +20,7 @@ import csv
 import io
 import json
 import os
-import sys
+import re
 import time
 
 import torch
@@ -31,8 +34,9 @@ from cpu_threads import CPU_THREADS_HELP, FreeCoreThreads, thread_count_flag
 from data_path import DATASETS
 from dataset import make_dataset
 from devices import PRECISIONS, autocast_dtype, open_device, reuse_freed_cpu_memory
-from errors import UserError
+from errors import UserError, leave_stop_signals_to_the_main_process, run_main
 from images import green_screen_composite
+from input_paths import inside, refuse_outputs_over_inputs, same_path
 from model import BACKBONES, MattingBase
 from model.fold_batchnorm import prepare_for_inference
 from model.model import matte_chunk
@@ -92,14 +96,13 @@ parser.add_argument('--state-module', type=int, default=3, choices=(1, 2, 3),
                     help='which ConvLSTM --save-states saves: 1 at 1/8, 2 at 1/4, 3 at 1/2 resolution')
 
 METRICS_FILES = ('metrics.json', 'metrics.csv')
+IMAGE_FOLDERS = ('pred_pha', 'true_pha', 'pred_err', 'true_src', 'pred_com')  # of each clip, by --save-images
+STATE_FOLDER = re.compile(r'state_[hc]_\d+')  # of each clip, by --save-states
 
 
-def main() -> None:
-    args = parser.parse_args()
-    try:
-        validate(args)
-    except UserError as error:
-        sys.exit(f'error: {error}')
+def main(argv: list[str] | None = None) -> None:
+    args = parser.parse_args(argv)
+    run_main(lambda: validate(args), 'no metrics written')
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -118,6 +121,7 @@ def validate(args: argparse.Namespace) -> None:
                            background_image_id=args.background_image_id, videomatte_root=args.videomatte_root,
                            backgrounds_root=args.backgrounds_root, synthetic_clips=args.synthetic_clips,
                            camouflage_strength=(args.camouflage_strength, args.camouflage_strength))
+    check_outputs(args, dataset)
     model = load_model(args, device)
     # fp32 runs the model exactly as trained, so that published numbers reproduce; mixed precision runs it as
     # inference.py does (BatchNorm folded), to measure what inference.py's default does to the metrics.
@@ -128,10 +132,10 @@ def validate(args: argparse.Namespace) -> None:
 
     rows, model_seconds = [], 0.0
     state, previous_clip, previous = None, None, None
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers)
-    progress = tqdm(total=sum(min(args.seq_length, len(dataset.frames[c]) - s) for c, s in dataset.index),
-                    desc='validation', unit='frame', dynamic_ncols=True)
-    with torch.no_grad():
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers,
+                        worker_init_fn=leave_stop_signals_to_the_main_process)
+    total = sum(min(args.seq_length, len(dataset.frames[c]) - s) for c, s in dataset.index)
+    with torch.no_grad(), tqdm(total=total, desc='validation', unit='frame', dynamic_ncols=True) as progress:
         for (clip_index, start), (true_fgr, true_pha, true_bgr) in zip(dataset.index, loader):
             if clip_index != previous_clip:
                 state, previous_clip, previous = None, clip_index, None
@@ -162,10 +166,43 @@ def validate(args: argparse.Namespace) -> None:
                     save_state(os.path.join(args.output_path, clip), begin, state[args.state_module - 1])
                 progress.update(end - begin)
                 threads.update()
-    progress.close()
     summary = write_metrics(args, rows, len(rows) / model_seconds)
     print_summary(summary)
     print(f"{summary['frames_per_second']:.2f} frames/s (the model's forward calls only)")
+
+
+def check_outputs(args: argparse.Namespace, dataset) -> None:
+    """UserError when what this run writes in --output-path (the metrics files, and each clip's folder of images)
+    would overwrite an input (the checkpoint, the data), and when --output-path holds an earlier run's images or
+    states, which the new metrics would not describe."""
+    saves = args.save_images or args.save_states
+    refuse_outputs_over_inputs(
+        {'--model-checkpoint': args.model_checkpoint},
+        [os.path.join(args.output_path, name) for name in METRICS_FILES]
+        + [os.path.join(args.output_path, clip) for clip in dataset.clips if saves], 'choose another --output-path')
+    for folder in (getattr(dataset, 'videomatte_dir', None), getattr(dataset, 'background_dir', None)):
+        if folder and (same_path(args.output_path, folder) or inside(args.output_path, folder)):
+            raise UserError(f'--output-path {args.output_path} lies in {folder}, which holds the data this run '
+                            f'reads: choose another --output-path')
+    earlier = earlier_images(args.output_path)
+    if earlier:
+        shown = ', '.join(os.path.join(args.output_path, clip) for clip in earlier[:3])
+        raise UserError(f'--output-path {args.output_path} holds the images of an earlier run ({shown}'
+                        f'{" ..." if len(earlier) > 3 else ""}), which this run\'s metrics would not describe: choose '
+                        f'another --output-path, or move those folders away')
+
+
+def earlier_images(folder: str) -> list[str]:
+    """The clip folders in `folder` that hold images or states of a validation run, sorted."""
+    if not os.path.isdir(folder):
+        return []
+    clips = []
+    for entry in os.scandir(folder):
+        with contextlib.suppress(OSError):  # not a folder, or one this user cannot read: not a validation run's
+            if any(sub.is_dir() and (sub.name in IMAGE_FOLDERS or STATE_FOLDER.fullmatch(sub.name))
+                   for sub in os.scandir(entry.path)):
+                clips.append(entry.name)
+    return sorted(clips)
 
 
 def load_model(args: argparse.Namespace, device: torch.device) -> MattingBase:
@@ -245,8 +282,8 @@ def format_value(value: float | None) -> str:
 def save_images(folder: str, frame: int, true_src: torch.Tensor, true_pha: torch.Tensor, pred_pha: torch.Tensor,
                 pred_fgr: torch.Tensor, pred_err: torch.Tensor) -> None:
     """One frame's images: src/fgr (3, H, W), mattes (H, W), all in 0..1."""
-    images = {'pred_pha': pred_pha, 'true_pha': true_pha, 'pred_err': pred_err, 'true_src': true_src,
-              'pred_com': green_screen_composite(pred_fgr, pred_pha)}
+    images = dict(zip(IMAGE_FOLDERS, (pred_pha, true_pha, pred_err, true_src,
+                                      green_screen_composite(pred_fgr, pred_pha))))
     for name, image in images.items():
         save_png(os.path.join(folder, name, f'{frame:06d}.png'), image)
 

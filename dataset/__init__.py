@@ -17,7 +17,8 @@ def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int
 
     A synthetic dataset is drawn in memory (dataset/synthetic.py's SyntheticDataset) at resolution x resolution
     (DEFAULT_SIZE when None): the train split a seq_length-frame window of a new clip per item, valid and test fixed
-    sets of synthetic_clips clips (default 32); clips of every split have synthetic_frames frames (default 40, at
+    sets of synthetic_clips clips (default and at most 32; DatasetError for more, and for synthetic_clips with a
+    dataset on disk); clips of every split have synthetic_frames frames (default 40, at
     least seq_length in training); each camouflage clip's strength is drawn from the
     range camouflage_strength (default: 1, fully camouflaged). It takes no videomatte_root,
     backgrounds_root or background_image_id.
@@ -34,7 +35,7 @@ def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int
         raise DatasetError(f'--resolution {resolution}: use a crop size of 1 pixel or more')
     if dataset_name in SYNTHETIC_STYLES:
         # Imported here: importing it with the package would make `python -m dataset.synthetic` warn.
-        from .synthetic import DEFAULT_SIZE, EVAL_FRAMES, SyntheticDataset
+        from .synthetic import DEFAULT_SIZE, EVAL_CLIPS, EVAL_FRAMES, SyntheticDataset
         synthetic_frames = EVAL_FRAMES if synthetic_frames is None else synthetic_frames
         if videomatte_root or backgrounds_root or background_image_id is not None:
             raise DatasetError(f'the {dataset_name} dataset is drawn in memory and has no folders or background images '
@@ -45,12 +46,18 @@ def make_dataset(dataset_name: str, split: str, seq_length: int, resolution: int
             raise DatasetError(f'--resolution {resolution}: the synthetic datasets need 16 pixels or more')
         if synthetic_clips is not None and synthetic_clips < 1 or synthetic_frames < 1:
             raise DatasetError(f'{synthetic_clips} clips of {synthetic_frames} frames: use 1 or more of each')
+        if split != 'train' and synthetic_clips is not None and synthetic_clips > EVAL_CLIPS:
+            raise DatasetError(f'--synthetic-clips {synthetic_clips}: the {split} split of {dataset_name} has '
+                               f'{EVAL_CLIPS} clips: use 1 to {EVAL_CLIPS}')
         if not 0 <= camouflage_strength[0] <= camouflage_strength[1] <= 1:
             raise DatasetError(f'--camouflage-strength {camouflage_strength[0]:g} to {camouflage_strength[1]:g}: use '
                                f'values within 0..1, the low one first')
         return SyntheticDataset(SYNTHETIC_STYLES[dataset_name], split, seq_length, resolution or DEFAULT_SIZE,
                                 seed=seed, clips=synthetic_clips if split != 'train' else None,
                                 frames=synthetic_frames, camouflage=camouflage_strength)
+    if synthetic_clips is not None:
+        raise DatasetError(f'--synthetic-clips {synthetic_clips} is for the synthetic datasets, and {dataset_name} '
+                           f'is read from disk with all its clips: leave it out')
     try:
         default_videomatte, default_backgrounds = dataset_paths(dataset_name)
     except ValueError as error:

@@ -55,13 +55,14 @@ def load_weights(model: nn.Module, backbone: str, checkpoint: Mapping, source: s
     checkpoint: any form state_dict_of accepts; source: how errors name it (e.g. 'checkpoint PATH' or the flag and
     file). require:
         'all'      every tensor of the model, each with the model's shape (this project's and the original project's
-                   checkpoints: validation, inference, export, continuing training); for MattingRefine the refiner's
-                   too, so that no path runs an untrained refiner (BackgroundMattingV2's refine checkpoints have them);
+                   checkpoints: validation, inference, export, continuing training); for MattingRefine every tensor
+                   of the refiner too, so that no path runs an untrained refiner or a part of one;
         'encoder'  the tensors that match by name and shape, the whole encoder (backbone and ASPP) among them, as
                    in this project's, the original project's and BackgroundMattingV2's state dicts;
         'any'      the tensors that match by name and shape, at least one (initialisation).
     Returns copy_matching_tensors' report (printed when verbose). Raises CheckpointError naming `source`, before
-    anything is loaded, for a checkpoint of another backbone, and for one that does not meet `require`.
+    anything is loaded, for a checkpoint of another backbone, and for one that does not meet `require` (naming the
+    tensors it lacks); and, in every mode, for non-finite values (NaN or inf) in a tensor it loads, naming them.
     """
     if require not in REQUIREMENTS:
         raise ValueError(f'require={require!r}: use one of {REQUIREMENTS}')
@@ -74,25 +75,40 @@ def load_weights(model: nn.Module, backbone: str, checkpoint: Mapping, source: s
     if require == 'all':
         if found is None:
             raise CheckpointError(f'{source} is not a MattingBase checkpoint (no backbone weights found)')
-        own = model.state_dict()
-        missing = [name for name in own if name not in state_dict and not name.startswith('refiner.')]
-        mismatched = [name for name in own if name in state_dict and state_dict[name].shape != own[name].shape]
-        if missing or mismatched:
-            raise CheckpointError(f'{source} does not fit this model: missing {missing[:3]}, '
-                                  f'other shapes {mismatched[:3]}')
         if hasattr(model, 'refiner') and not has_trained_refiner(state_dict):
             raise CheckpointError(untrained_refiner_message(source))
+        own = model.state_dict()
+        missing = [name for name in own if name not in state_dict]
+        mismatched = [name for name in own if name in state_dict and state_dict[name].shape != own[name].shape]
+        if missing or mismatched:
+            flaws = ([f'lacks {len(missing)} of its {len(own)} tensors ({preview(missing)})'] if missing else []) + \
+                    ([f'has {len(mismatched)} of another shape ({preview(mismatched)})'] if mismatched else [])
+            raise CheckpointError(f'{source} does not fit {type(model).__name__}: it {" and ".join(flaws)}, which '
+                                  f'would run with random weights: use a whole checkpoint of this model, as train.py '
+                                  f'writes them')
     report = copy_matching_tensors(model, state_dict, verbose)
     loaded = set(report['loaded']) | set(report['source_channels'])
     if not loaded:
         raise CheckpointError(f'{source}: no tensor matches this model')
-    encoder = [name for name in model.state_dict() if name.startswith(('backbone.', 'aspp.'))]
+    weights = model.state_dict()
+    non_finite = [name for name, tensor in weights.items()
+                  if name in loaded and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if non_finite:
+        raise CheckpointError(f'{source} holds non-finite values (NaN or inf) in {preview(non_finite)}: '
+                              f'{NON_FINITE_ADVICE}')
+    encoder = [name for name in weights if name.startswith(('backbone.', 'aspp.'))]
     lacking = [name for name in encoder if name not in loaded]
     if require == 'encoder' and lacking:
         raise CheckpointError(f'{source} is not a checkpoint of this model or of BackgroundMattingV2 (its encoder '
                               f'lacks {len(lacking)} of {len(encoder)} tensors, e.g. {lacking[:2]}); to load only '
                               f'the tensors that match, pass it to --model-pretrain-initialization')
     return report
+
+
+def preview(names: list[str], shown: int = 4) -> str:
+    """The first `shown` of `names`, comma-separated, and how many more."""
+    more = f' and {len(names) - shown} more' if len(names) > shown else ''
+    return ', '.join(names[:shown]) + more
 
 
 def model_settings(checkpoint: Mapping, source: str, backbone: str | None,

@@ -1,8 +1,8 @@
 r"""Export MattingBase, or MattingRefine (--model-refine), to TorchScript or ONNX, with the ConvLSTM state as explicit
 inputs and outputs.
 
-    python scripts/export.py --model-backbone mobilenetv2 --model-checkpoint checkpoint/demo/epoch-6-iter-180.pth \
-        --format onnx --output mattingbase.onnx
+    python scripts/export.py --model-checkpoint checkpoint/demo/epoch-0-iter-800.pth --format onnx \
+        --output mattingbase.onnx
 
 The exported model computes
     pha, fgr, h1, c1, h2, c2, h3, c3 = model(src, h1, c1, h2, c2, h3, c3)
@@ -19,7 +19,9 @@ does not export (the number of patches it refines is fixed when traced): 'full' 
 The file is traced on random frames of --resolution, then run (torch.jit.load, or onnxruntime for ONNX) on two
 chunks of a random clip at that size and at another batch and size, and compared with PyTorch; it is written
 (atomically) only when every difference is within --tolerance. ONNX needs `pip install onnx onnxruntime`.
-Without --model-checkpoint the weights are random, to try the export itself.
+Without --model-checkpoint the weights are random, to try the export itself. A checkpoint with non-finite weights
+(NaN or inf, even in a channel no output uses) is refused, and so is an --output that is the checkpoint itself.
+Ctrl-C or SIGTERM writes nothing and exits with status 130 or 143.
 """
 import argparse
 import importlib.util
@@ -36,7 +38,8 @@ from torch import Tensor, nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from atomic_file import OutputFolderError, atomic_write, check_output_folder  # noqa: E402
-from errors import UserError  # noqa: E402
+from errors import UserError, run_main  # noqa: E402
+from input_paths import refuse_outputs_over_inputs  # noqa: E402
 from model import BACKBONES, MattingBase, MattingRefine  # noqa: E402
 from model.model import STATE_LAYOUT  # noqa: E402
 from model.refiner import REFINE_MODES  # noqa: E402
@@ -118,10 +121,7 @@ def zero_state(batch: int, height: int, width: int, scale: float = 1.0) -> list[
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
-    try:
-        export_model(args)
-    except UserError as error:
-        sys.exit(f'error: {error}')
+    run_main(lambda: export_model(args), 'nothing written')
 
 
 def export_model(args: argparse.Namespace) -> None:
@@ -130,6 +130,8 @@ def export_model(args: argparse.Namespace) -> None:
     height, width = args.resolution * 2 if len(args.resolution) == 1 else args.resolution
     if os.path.isdir(args.output):
         raise ExportError(f'--output {args.output} is a folder: give a file name')
+    refuse_outputs_over_inputs({'--model-checkpoint': args.model_checkpoint}, [args.output],
+                               'choose another --output')
     if min(height, width) < 32 or args.seq_length < 1:
         raise ExportError('--resolution must be at least 32 and --seq-length at least 1')
     try:

@@ -8,6 +8,7 @@ import errno
 import importlib.util
 import math
 import os
+import signal
 
 import pytest
 import torch
@@ -150,4 +151,57 @@ def test_a_full_disk_is_one_line_naming_the_folder(tmp_path, monkeypatch):
     message = export_error('--model-backbone', 'mobilenetv2', '--format', 'torchscript', '--output',
                            str(tmp_path / 'model.pt'), '--resolution', '32')
     assert message.startswith(f'error: {tmp_path}: the disk is full, so model.pt cannot be written')
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('export_format', ['torchscript', 'onnx'])
+def test_the_checkpoint_is_never_the_output(random_checkpoint, tmp_path, export_format):
+    checkpoint = tmp_path / 'epoch-0-iter-1.pth'
+    checkpoint.write_bytes(open(random_checkpoint, 'rb').read())
+    os.link(checkpoint, tmp_path / 'linked.pth')  # the same file under another name
+    before = checkpoint.read_bytes()
+    for output in (checkpoint, tmp_path / 'sub' / '..' / 'epoch-0-iter-1.pth', tmp_path / 'linked.pth'):
+        message = export_error('--model-checkpoint', str(checkpoint), '--format', export_format, '--output',
+                               str(output), '--resolution', '32')
+        assert message == f'error: --model-checkpoint {checkpoint} is also an output of this run ({output}), which ' \
+                          f'would overwrite it: choose another --output'
+    assert checkpoint.read_bytes() == before and sorted(os.listdir(tmp_path)) == ['epoch-0-iter-1.pth', 'linked.pth']
+
+
+def test_non_finite_weights_are_refused_even_where_no_output_reads_them(random_checkpoint, tmp_path):
+    state_dict = torch.load(random_checkpoint)
+    state_dict['decoder.conv4.weight'][10] = math.nan  # a hidden channel: MattingBase's pha and fgr never read it
+    state_dict['aspp.convs.0.0.weight'][0, 0] = math.inf
+    torch.save(state_dict, tmp_path / 'nan.pth')
+    message = export_error('--model-checkpoint', str(tmp_path / 'nan.pth'), '--format', 'torchscript', '--output',
+                           str(tmp_path / 'model.pt'), '--resolution', '32')
+    assert message == f'error: checkpoint {tmp_path / "nan.pth"} holds non-finite values (NaN or inf) in ' \
+                      f'aspp.convs.0.0.weight, decoder.conv4.weight: retrain it with lower learning rates or use an ' \
+                      f'earlier checkpoint'
+    assert os.listdir(tmp_path) == ['nan.pth']
+
+
+def test_a_refiner_checkpoint_lacking_refiner_tensors_is_refused(random_refine_checkpoint, tmp_path):
+    state_dict = torch.load(random_refine_checkpoint)
+    del state_dict['refiner.conv1.weight']
+    torch.save(state_dict, tmp_path / 'partial.pth')
+    message = export_error('--model-checkpoint', str(tmp_path / 'partial.pth'), '--model-refine', '--refine-mode',
+                           'full', '--format', 'torchscript', '--output', str(tmp_path / 'model.pt'))
+    assert message.startswith(f'error: checkpoint {tmp_path / "partial.pth"} does not fit MattingRefine: it lacks 1 of '
+                              f'its ') and '(refiner.conv1.weight)' in message
+    assert os.listdir(tmp_path) == ['partial.pth']
+
+
+@pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_exits_with_its_status_and_writes_nothing(tmp_path, monkeypatch, capsys, signum, status):
+    def interrupted_export(*args):
+        os.kill(os.getpid(), signum)
+        return export_torchscript(*args)
+    export_torchscript = export.export_torchscript
+    monkeypatch.setattr(export, 'export_torchscript', interrupted_export)
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(['--model-backbone', 'mobilenetv2', '--format', 'torchscript', '--output',
+                     str(tmp_path / 'model.pt'), '--resolution', '32'])
+    assert exit_info.value.code == status
+    assert capsys.readouterr().err.strip().splitlines()[-1] == 'interrupted: nothing written'
     assert os.listdir(tmp_path) == []

@@ -1,6 +1,8 @@
 """scripts/extract_frames.py: a round trip of generated videos, resuming, and each bad input."""
+import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -111,3 +113,49 @@ def test_source_without_videos_and_unwritable_destination(generated, tmp_path):
     result = extract(os.path.join(generated, 'videos'), blocker / 'frames')
     assert result.returncode == 1
     assert last_line(result).startswith(f'error: DESTINATION {blocker}/frames: {blocker} is a file')
+
+
+spec = importlib.util.spec_from_file_location('extract_frames', SCRIPT)
+extract_frames = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(extract_frames)
+
+
+def hidden_folders(folder) -> list[str]:
+    return [os.path.join(root, name) for root, names, _ in os.walk(folder) for name in names if name.startswith('.')]
+
+
+@pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_exits_with_its_status_and_leaves_no_partial_clip(generated, tmp_path, monkeypatch, capsys, signum,
+                                                                   status):
+    written = []
+
+    def interrupted_imwrite(*args):
+        written.append(args[0])
+        if len(written) == 15:  # the third fgr frame of the second clip: the first clip has 6 fgr and 6 pha frames
+            os.kill(os.getpid(), signum)
+        return imwrite(*args)
+    imwrite = cv2.imwrite
+    monkeypatch.setattr(cv2, 'imwrite', interrupted_imwrite)
+    with pytest.raises(SystemExit) as exit_info:
+        extract_frames.main([os.path.join(generated, 'videos'), str(tmp_path), '--workers', '1'])
+    assert exit_info.value.code == status
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == 'interrupted: complete clips are kept; run again to extract the others'
+    assert 'Traceback' not in err and hidden_folders(tmp_path) == []
+    monkeypatch.setattr(cv2, 'imwrite', imwrite)
+    extract_frames.main([os.path.join(generated, 'videos'), str(tmp_path), '--workers', '2'])
+    assert capsys.readouterr().out == f'2 clips extracted, 1 already complete, in {tmp_path}\n'
+
+
+def test_a_destination_whose_frames_would_replace_the_source_is_refused(generated, tmp_path):
+    destination = tmp_path / 'frames'
+    source = destination / 'train' / 'fgr' / '0000'  # where the frames of clip 0000 would go
+    for part in ('fgr', 'pha'):
+        os.makedirs(source / 'train' / part)
+        shutil.copy(os.path.join(generated, 'videos', 'train', part, '0000.mp4'), source / 'train' / part)
+    result = extract(source, destination)
+    assert result.returncode == 1
+    assert last_line(result) == f'error: {source}, where frames would be written, is a video of SOURCE {source} or ' \
+                                f'holds them: choose a DESTINATION apart from SOURCE'
+    assert sorted(os.listdir(source / 'train' / 'fgr')) == ['0000.mp4']
+    assert sorted(os.listdir(source / 'train' / 'pha')) == ['0000.mp4']

@@ -4,8 +4,10 @@ Each start of a Python with torch takes ~5 s on the 2-core machine, so two tests
 (exit code, stderr) and the others call inference.main() in this process: sys.exit('error: ...') is the same
 SystemExit there.
 """
+import math
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import cv2
@@ -15,6 +17,7 @@ import torch
 
 import devices
 import inference
+from atomic_file import HOST
 from model import MattingBase
 from script_runner import run_script
 
@@ -318,3 +321,183 @@ def test_a_downsample_ratio_that_leaves_no_pixel_names_the_smallest_that_works(r
     assert not (tmp_path / 'out').exists()
     infer(random_checkpoint, video, tmp_path / 'out', '--downsample-ratio', '0.021', '--num-frames', '2')
     assert len(read_video(str(tmp_path / 'out' / 'com.mp4'))[0]) == 2
+
+
+def exit_message(checkpoint: str, source: str, output, *extra: str) -> str:
+    """The one-line message inference.py exits with, where the output folder holds other files."""
+    with pytest.raises(SystemExit) as exit_info:
+        infer(checkpoint, source, output, *extra)
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith('error: ') and '\n' not in message
+    return message
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    """Every file under `folder`, {relative path: content}."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in Path(folder).rglob('*') if path.is_file()}
+
+
+def test_an_output_never_overwrites_or_deletes_an_input(random_checkpoint, video, frame_folder, tmp_path):
+    folder = tmp_path / 'X'
+    folder.mkdir()
+    shutil.copy(video, folder / 'pha.mp4')
+    shutil.copy(video, folder / 'com.mp4')
+    shutil.copytree(frame_folder, folder / 'com')
+    shutil.copytree(frame_folder, folder / 'fgr' / 'frames')
+    shutil.copy(random_checkpoint, folder / 'fgr.mp4')
+    before = snapshot(folder)
+    cases = [  # (input, checkpoint, flags, the input named)
+        (folder / 'pha.mp4', random_checkpoint, ['--output-types', 'pha'], '--input'),
+        (folder / 'fgr' / '..' / 'com.mp4', random_checkpoint, [], '--input'),  # another spelling
+        (folder / 'com', random_checkpoint, ['--output-format', 'png'], '--input'),
+        (folder / 'fgr' / 'frames', random_checkpoint, ['--output-format', 'png', '--output-types', 'fgr'],
+         '--input'),
+        (video, folder / 'fgr.mp4', ['--output-types', 'fgr'], '--model-checkpoint'),
+        (video, random_checkpoint, ['--output-types', 'com', '--composite-background', str(folder / 'com.mp4')],
+         '--composite-background'),
+    ]
+    for source, checkpoint, flags, named in cases:
+        message = exit_message(checkpoint, source, folder, *flags)
+        assert message.startswith(f'error: {named} ') and message.endswith('choose another --output-dir'), message
+        assert ('is also an output of this run' in message) or ('lies inside' in message and 'replaces' in message)
+    # A hard link to the video is the same file under another name.
+    (tmp_path / 'Y').mkdir()
+    os.link(video, tmp_path / 'Y' / 'pha.mp4')
+    message = exit_message(random_checkpoint, video, tmp_path / 'Y', '--output-types', 'pha')
+    assert message == f'error: --input {video} is also an output of this run ({tmp_path / "Y" / "pha.mp4"}), which ' \
+                      f'would overwrite it: choose another --output-dir'
+    assert snapshot(folder) == before
+
+
+def test_a_png_folder_holding_other_files_is_refused_and_kept(random_checkpoint, video, tmp_path):
+    fgr = tmp_path / 'fgr'
+    (fgr / 'sub').mkdir(parents=True)
+    (fgr / 'notes.txt').write_text('mine')
+    (fgr / 'sub' / 'data.bin').write_bytes(b'\x00\x01')
+    (fgr / '000000.png').write_bytes(b'an earlier frame')
+    before = snapshot(tmp_path)
+    message = exit_message(random_checkpoint, video, tmp_path, '--output-format', 'png', '--output-types', 'fgr')
+    assert message == f'error: {fgr} holds notes.txt, sub, which inference.py did not write; the earlier frames ' \
+                      f'there would be replaced: move those away or choose another --output-dir'
+    assert snapshot(tmp_path) == before
+    (tmp_path / 'pha.mp4').mkdir()
+    message = exit_message(random_checkpoint, video, tmp_path, '--output-types', 'pha')
+    assert message.startswith(f'error: {tmp_path / "pha.mp4"} is a folder, where the video goes')
+    (tmp_path / 'com').write_text('a file')
+    message = exit_message(random_checkpoint, video, tmp_path, '--output-format', 'png')
+    assert message.startswith(f'error: {tmp_path / "com"} is a file, where the PNG frames go')
+    assert snapshot(tmp_path) == before | {'com': b'a file'}
+
+
+def test_earlier_png_frames_are_replaced_with_the_new_ones(random_checkpoint, video, tmp_path):
+    infer(random_checkpoint, video, tmp_path, '--output-format', 'png', '--output-types', 'pha')
+    assert len(os.listdir(tmp_path / 'pha')) == FRAMES
+    infer(random_checkpoint, video, tmp_path, '--output-format', 'png', '--output-types', 'pha', '--num-frames', '3')
+    assert sorted(os.listdir(tmp_path / 'pha')) == ['000000.png', '000001.png', '000002.png']
+    assert os.listdir(tmp_path) == ['pha']
+
+
+def test_frames_too_small_for_the_mp4_encoder(random_checkpoint, tmp_path):
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(frames / f'{index}.png'), np.full((1, 1, 3), 90 * index, np.uint8))
+    out = tmp_path / 'new' / 'out'
+    message = infer_error(random_checkpoint, frames, out, '--output-types', 'pha')
+    assert message == f'error: --input {frames} has 1x1 frames, too small for the mp4 encoder (2x2 pixels at least): ' \
+                      f'use --output-format png'
+    assert not (tmp_path / 'new').exists()
+    infer(random_checkpoint, frames, out, '--output-types', 'pha', '--output-format', 'png')
+    assert cv2.imread(str(out / 'pha' / '000002.png'), cv2.IMREAD_UNCHANGED).shape == (1, 1)
+
+
+def test_a_failed_run_removes_the_folders_it_made(random_checkpoint, frame_folder, tmp_path):
+    folder = tmp_path / 'frames'
+    shutil.copytree(frame_folder, folder)
+    (folder / '0005.png').write_bytes(b'garbage')
+    infer_error(random_checkpoint, folder, tmp_path / 'a' / 'b', '--seq-length', '2')
+    assert os.listdir(tmp_path) == ['frames']
+
+
+@pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_exits_with_its_status_and_writes_nothing(monkeypatch, random_checkpoint, video, tmp_path, capsys,
+                                                           signum, status):
+    infer(random_checkpoint, video, tmp_path / 'out', '--output-types', 'pha', '--num-frames', '2')
+    earlier = snapshot(tmp_path)
+
+    def interrupted_run_model(*args):
+        outputs = run_model(*args)
+        os.kill(os.getpid(), signum)  # Ctrl-C or kill, while the outputs are being written
+        return outputs
+    run_model = inference.run_model
+    monkeypatch.setattr(inference, 'run_model', interrupted_run_model)
+    for output in (tmp_path / 'out', tmp_path / 'new'):
+        with pytest.raises(SystemExit) as exit_info:
+            infer(random_checkpoint, video, output, '--output-types', 'pha', 'com', '--seq-length', '2')
+        assert exit_info.value.code == status
+        assert capsys.readouterr().err.strip().splitlines()[-1] == \
+            'interrupted: nothing written; the earlier outputs in --output-dir are kept'
+    assert snapshot(tmp_path) == earlier and not (tmp_path / 'new').exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+@pytest.mark.parametrize('cpu_dtype, flags, expected', [(None, [], 'fp32'), (torch.bfloat16, [], 'bf16 autocast'),
+                                                        (torch.bfloat16, ['--precision', 'fp32'], 'fp32')])
+def test_the_device_and_precision_are_said(monkeypatch, random_checkpoint, video, tmp_path, capsys, cpu_dtype, flags,
+                                           expected):
+    monkeypatch.setattr(devices, 'low_precision_dtype', lambda device: cpu_dtype)
+    infer(random_checkpoint, video, tmp_path, '--num-frames', '1', *flags)
+    assert f'matting on cpu ({devices.device_name("cpu")}) in {expected}\n' in capsys.readouterr().out
+
+
+def refine_checkpoint_lacking(tmp_path, random_refine_checkpoint, keep: str) -> Path:
+    """The refiner checkpoint with every refiner.* tensor removed but `keep`."""
+    state_dict = torch.load(random_refine_checkpoint)
+    partial = {name: tensor for name, tensor in state_dict.items() if not name.startswith('refiner.') or name == keep}
+    path = tmp_path / 'partial.pth'
+    torch.save(partial, path)
+    return path
+
+
+def test_a_checkpoint_lacking_tensors_is_refused(random_refine_checkpoint, random_checkpoint, video, tmp_path):
+    partial = refine_checkpoint_lacking(tmp_path, random_refine_checkpoint, keep='refiner.conv4.bias')
+    message = infer_error(partial, video, tmp_path / 'out', '--model-refine')
+    assert message.startswith(f'error: checkpoint {partial} does not fit MattingRefine: it lacks 19 of its ')
+    assert 'tensors (refiner.conv1.weight, refiner.bn1.weight, refiner.bn1.bias, refiner.bn1.running_mean and 15 ' \
+           'more), which would run with random weights' in message
+    state_dict = torch.load(random_checkpoint)
+    del state_dict['decoder.conv4.weight']
+    torch.save(state_dict, tmp_path / 'base.pth')
+    message = infer_error(tmp_path / 'base.pth', video, tmp_path / 'out')
+    assert 'does not fit MattingBase: it lacks 1 of its' in message and '(decoder.conv4.weight)' in message
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(random_checkpoint, video, tmp_path):
+    state_dict = torch.load(random_checkpoint)
+    state_dict['decoder.conv4.weight'][10] = math.nan  # a hidden channel, which no output of MattingBase reads
+    torch.save(state_dict, tmp_path / 'nan.pth')
+    message = infer_error(tmp_path / 'nan.pth', video, tmp_path / 'out')
+    assert message == f'error: checkpoint {tmp_path / "nan.pth"} holds non-finite values (NaN or inf) in ' \
+                      f'decoder.conv4.weight: retrain it with lower learning rates or use an earlier checkpoint'
+
+
+def test_temporaries_of_killed_runs_go_and_those_of_live_runs_stay(random_checkpoint, video, tmp_path):
+    """Each run writes its own temporaries (runs may share --output-dir); a later run removes those a killed run of
+    this machine left, and keeps another live run's."""
+    dead = max_pid() + 1  # no process has it
+    left = {f'.pha.{dead}@{HOST}.partial.mp4': 'killed', f'.pha.{os.getppid()}@{HOST}.partial.mp4': 'live',
+            f'.pha.{dead}@another-host.partial.mp4': 'elsewhere', f'.com.{dead}@{HOST}.partial': 'killed'}
+    for name, kind in left.items():
+        if name.endswith('.mp4'):
+            (tmp_path / name).write_text(kind)
+        else:
+            (tmp_path / name).mkdir()
+    infer(random_checkpoint, video, tmp_path, '--output-types', 'pha', '--num-frames', '2')
+    infer(random_checkpoint, video, tmp_path, '--output-types', 'com', '--num-frames', '2', '--output-format', 'png')
+    assert sorted(os.listdir(tmp_path)) == sorted(['com', 'pha.mp4', *(name for name, kind in left.items()
+                                                                       if kind != 'killed')])
+
+
+def max_pid() -> int:
+    with open('/proc/sys/kernel/pid_max') as file:
+        return int(file.read())

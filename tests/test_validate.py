@@ -2,7 +2,14 @@
 import csv
 import errno
 import json
+import math
 import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -10,7 +17,7 @@ import torch
 import validate
 from atomic_file import OutputFolderError
 from devices import low_precision_dtype
-from script_runner import run_script
+from script_runner import REPO, run_script
 
 
 def validate_args(root: str, checkpoint: str, output: str, *extra: str) -> list[str]:
@@ -201,3 +208,136 @@ def test_saving_images_removes_the_earlier_runs_metrics_first(tiny_synthetic, ra
         validate.validate(args)
     assert os.listdir(tmp_path / '0000' / 'pred_pha') == ['000000.png']
     assert contents(tmp_path) == {}, "this run's images never sit beside the earlier run's metrics"
+
+
+def synthetic_args(checkpoint, output, *extra: str) -> list[str]:
+    """validate.py flags for one synthetic clip at 32x32."""
+    return ['--dataset-name', 'synthetic', '--synthetic-clips', '1', '--resolution', '32', '--model-checkpoint',
+            str(checkpoint), '--output-path', str(output), '--seq-length', '8', '--device', 'cpu', *extra]
+
+
+def validate_error(args: list[str]) -> str:
+    """The one-line message validate.py exits with."""
+    with pytest.raises(SystemExit) as exit_info:
+        validate.main(args)
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith('error: ') and '\n' not in message
+    return message
+
+
+def test_synthetic_clips_beyond_the_split_or_for_data_on_disk(random_checkpoint, tiny_synthetic, tmp_path):
+    args = synthetic_args(random_checkpoint, tmp_path / 'out', '--split', 'test')
+    args[args.index('--synthetic-clips') + 1] = '33'
+    assert validate_error(args) == 'error: --synthetic-clips 33: the test split of synthetic has 32 clips: use 1 to 32'
+    message = validate_error(validate_args(tiny_synthetic, random_checkpoint, str(tmp_path / 'out'),
+                                           '--synthetic-clips', '5'))
+    assert message == 'error: --synthetic-clips 5 is for the synthetic datasets, and videomatte240k is read from ' \
+                      'disk with all its clips: leave it out'
+    assert os.listdir(tmp_path) == []
+
+
+def earlier_images(folder) -> dict:
+    """Images and states of an earlier validation run in `folder`, as a run killed after clip 0001 leaves them."""
+    written = {}
+    for path in ('0001/pred_pha/000000.png', '0001/true_src/000000.png', '0003/state_h_0/000000.png'):
+        os.makedirs(os.path.dirname(os.path.join(folder, path)), exist_ok=True)
+        with open(os.path.join(folder, path), 'wb') as file:
+            file.write(path.encode())
+        written[path] = path.encode()
+    return written
+
+
+def every_file(folder) -> dict:
+    return {os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), 'rb').read()
+            for root, _, names in os.walk(folder) for name in names}
+
+
+@pytest.mark.parametrize('saving', [['--save-images'], ['--save-states'], []])
+def test_a_folder_with_an_earlier_runs_images_is_refused(random_checkpoint, tmp_path, saving):
+    earlier = earlier_images(tmp_path)
+    message = validate_error(synthetic_args(random_checkpoint, tmp_path, *saving))
+    assert message == f'error: --output-path {tmp_path} holds the images of an earlier run ({tmp_path / "0001"}, ' \
+                      f'{tmp_path / "0003"}), which this run\'s metrics would not describe: choose another ' \
+                      f'--output-path, or move those folders away'
+    assert every_file(tmp_path) == earlier
+    os.makedirs(tmp_path / 'other' / 'notes')  # a folder that holds no images of a run is no obstacle
+    validate.main(synthetic_args(random_checkpoint, tmp_path / 'other', *saving))
+    assert os.path.exists(tmp_path / 'other' / 'metrics.json')
+
+
+def test_an_output_never_overwrites_an_input(random_checkpoint, tiny_synthetic, tmp_path):
+    checkpoint = tmp_path / 'metrics.json'
+    checkpoint.write_bytes(open(random_checkpoint, 'rb').read())
+    message = validate_error(synthetic_args(checkpoint, tmp_path))
+    assert message == f'error: --model-checkpoint {checkpoint} is also an output of this run ({checkpoint}), which ' \
+                      f'would overwrite it: choose another --output-path'
+    clip_checkpoint = tmp_path / 'out' / '0000' / 'model.pth'
+    os.makedirs(clip_checkpoint.parent)
+    clip_checkpoint.write_bytes(checkpoint.read_bytes())
+    message = validate_error(synthetic_args(clip_checkpoint, tmp_path / 'out', '--save-images'))
+    assert message.startswith(f'error: --model-checkpoint {clip_checkpoint} lies inside {tmp_path / "out" / "0000"}')
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_synthetic, data)
+    before = every_file(data)
+    for output in (data / 'valid' / 'fgr', data / 'backgrounds' / 'valid' / 'out'):
+        message = validate_error(validate_args(str(data), random_checkpoint, str(output), '--save-images'))
+        assert message.startswith(f'error: --output-path {output} lies in ') and 'which holds the data this run reads'
+    assert every_file(data) == before
+
+
+def test_partial_and_non_finite_weights_are_refused(random_checkpoint, random_refine_checkpoint, tmp_path):
+    state_dict = torch.load(random_refine_checkpoint)
+    partial = {name: tensor for name, tensor in state_dict.items()
+               if not name.startswith('refiner.') or name == 'refiner.conv4.bias'}
+    torch.save(partial, tmp_path / 'partial.pth')
+    message = validate_error(synthetic_args(tmp_path / 'partial.pth', tmp_path / 'out', '--model-refine'))
+    assert message.startswith(f'error: checkpoint {tmp_path / "partial.pth"} does not fit MattingRefine: it lacks 19')
+    state_dict = torch.load(random_checkpoint)
+    state_dict['decoder.conv4.weight'][10] = math.nan  # a hidden channel: MattingBase's outputs never read it
+    torch.save(state_dict, tmp_path / 'nan.pth')
+    message = validate_error(synthetic_args(tmp_path / 'nan.pth', tmp_path / 'out'))
+    assert message == f'error: checkpoint {tmp_path / "nan.pth"} holds non-finite values (NaN or inf) in ' \
+                      f'decoder.conv4.weight: retrain it with lower learning rates or use an earlier checkpoint'
+    assert sorted(os.listdir(tmp_path)) == ['nan.pth', 'partial.pth']
+
+
+@pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_exits_with_its_status_and_keeps_the_earlier_metrics(random_checkpoint, tmp_path, monkeypatch,
+                                                                      capsys, signum, status):
+    earlier = earlier_run(tmp_path)
+
+    def interrupted_matte_chunk(*args):
+        os.kill(os.getpid(), signum)
+        return matte_chunk(*args)
+    matte_chunk = validate.matte_chunk
+    monkeypatch.setattr(validate, 'matte_chunk', interrupted_matte_chunk)
+    with pytest.raises(SystemExit) as exit_info:
+        validate.main(synthetic_args(random_checkpoint, tmp_path))
+    assert exit_info.value.code == status
+    assert capsys.readouterr().err.strip().splitlines()[-1] == 'interrupted: no metrics written'
+    assert contents(tmp_path) == earlier and sorted(os.listdir(tmp_path)) == sorted(earlier)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_workers_is_one_line(random_checkpoint, tmp_path):
+    """A kill of the whole group reaches the DataLoader workers too: the main process alone decides how to stop."""
+    process = subprocess.Popen(
+        [sys.executable, 'validate.py', *synthetic_args(random_checkpoint, tmp_path, '--num-workers', '2',
+                                                        '--synthetic-clips', '32', '--resolution', '64')],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    try:
+        stderr = b''
+        while b'validation:' not in stderr:  # the progress bar: the workers have started
+            select.select([process.stderr], [], [], 60)
+            chunk = os.read(process.stderr.fileno(), 4096)
+            assert chunk, stderr.decode()
+            stderr += chunk
+        time.sleep(1)
+        os.killpg(process.pid, signal.SIGTERM)
+        stderr += process.communicate(timeout=120)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 143 and b'Traceback' not in stderr, stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1] == 'interrupted: no metrics written'
+    assert os.listdir(tmp_path) == []
