@@ -2,10 +2,12 @@
 
 torch runs its CPU operators on OpenMP threads that meet at a barrier after each one. A thread that arrives first
 spins there (libgomp's default) while the thread it waits for is descheduled by another process, so with more
-threads than free cores a step can take many times longer than with fewer threads: on this project's 2-core CPU,
-beside one busy process, a training step of README's first command took about 2.2 s with 2 threads against 1.5 s
-with 1, and under heavier load 12 s against 1.3 s (benchmarks/bench_busy_cpu.py measures it). libgomp's passive
-wait policy (OMP_WAIT_POLICY=PASSIVE) avoids the spinning but made the same step about 35% slower on an idle CPU.
+threads than free cores a step can take many times longer than with fewer threads (README, Performance:
+benchmarks/bench_busy_cpu.py measured README's first command's steps 6 to 8 times slower with 2 threads than
+following the free cores on this 2-core CPU while other jobs ran). libgomp's passive wait policy
+(OMP_WAIT_POLICY=PASSIVE) avoids the spinning, but each wake-up then costs a system call: in a quick test of the
+same training step on a lightly loaded machine it was slower than the default (0.93 to 1.15 s against 0.69 to
+0.77 s).
 
 FreeCoreThreads watches how long this process's threads sit runnable without a core (the kernel's run delay in
 /proc/self/task/*/schedstat, which counts only this process, so it is right inside a container too) and takes one

@@ -10,7 +10,8 @@ OMP_NUM_THREADS is removed from train.py's environment, so that 'auto' may use e
 The busy condition starts --hogs processes that spin in a Python loop (each holds one core) and stops them after
 the run.
 
-Prints one JSON object. Example: python benchmarks/bench_busy_cpu.py --steps 40 --hogs 1 --repeats 2
+Prints one JSON object. Example: python benchmarks/bench_busy_cpu.py --steps 30 --repeats 1
+--readme RESULT.json prints README's table of a result instead.
 """
 import argparse
 import json
@@ -34,10 +35,15 @@ parser.add_argument('--hogs', type=int, default=1, help='CPU-bound processes bes
 parser.add_argument('--repeats', type=int, default=2, help='runs per mode and condition; the median is reported')
 parser.add_argument('--resolution', type=int, default=None, help="override README's --resolution (tiny test runs)")
 parser.add_argument('--seq-length', type=int, default=None, help="override README's --seq-length (tiny test runs)")
+parser.add_argument('--readme', metavar='RESULT', help="print README's table of this result file and exit")
 
 
 def main() -> None:
     args = parser.parse_args()
+    if args.readme:
+        with open(args.readme) as result:
+            print(readme_table(json.load(result)))
+        return
     if args.steps < 3 or args.hogs < 1 or args.repeats < 1:
         sys.exit('error: --steps must be at least 3, --hogs and --repeats at least 1')
     command = readme_training_command()
@@ -59,6 +65,17 @@ def main() -> None:
         'busy_over_idle': {mode: medians['busy'][mode] / medians['idle'][mode] for mode in MODES},
         'auto_over_fixed': {condition: medians[condition]['auto'] / medians[condition]['fixed']
                             for condition in medians}}, indent=1))
+
+
+def readme_table(result: dict) -> str:
+    """README's table of a result: median seconds per step of each mode, alone and beside the busy processes."""
+    lines = ['| seconds per step | threads fixed at the cores (before) | --cpu-threads auto | auto / fixed |',
+             '| --- | --- | --- | --- |']
+    for condition, label in (('idle', 'no busy process added'),
+                             ('busy', f"beside {result['hogs']} busy process")):
+        fixed, auto = (result['median_seconds_per_step'][condition][mode] for mode in MODES)
+        lines.append(f'| {label} | {fixed:.2f} | {auto:.2f} | {auto / fixed:.2f}x |')
+    return '\n'.join(lines)
 
 
 def readme_training_command() -> list[str]:

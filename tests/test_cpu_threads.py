@@ -1,13 +1,19 @@
 """cpu_threads.FreeCoreThreads: threads given up while they wait for a core, tried again later, kept when free."""
 import argparse
 import json
+import os
+import re
+import sys
 
 import pytest
 import torch
 
 import cpu_threads
 from cpu_threads import FreeCoreThreads, thread_count_flag
-from script_runner import run_script
+from script_runner import REPO, run_script
+
+sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+import bench_busy_cpu  # noqa: E402
 
 
 class FakeScheduler:
@@ -93,3 +99,13 @@ def test_busy_cpu_benchmark_runs_at_a_tiny_size():
     for condition in ('idle', 'busy'):
         for mode in ('fixed', 'auto'):
             assert report['median_seconds_per_step'][condition][mode] > 0
+
+
+def test_readme_busy_cpu_tables_are_those_of_their_results():
+    with open(os.path.join(REPO, 'README.md')) as readme:
+        tables = re.findall(r'<!-- busy cpu table: (\S+) -->\n(.*?)\n<!-- end of busy cpu table -->', readme.read(),
+                            flags=re.S)
+    assert tables
+    for path, table in tables:
+        with open(os.path.join(REPO, path)) as result:
+            assert table == bench_busy_cpu.readme_table(json.load(result))
