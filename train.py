@@ -429,15 +429,14 @@ def write_checkpoint(run: Run, position: Position, previous: int) -> str:
     try:
         return write(run.checkpoint_dir)
     except (OSError, OutputFolderError) as error:
-        reason = getattr(error, 'strerror', None) or str(error)
-    failed = f'cannot write the checkpoint of step {position.step} into --checkpoint-dir {run.checkpoint_dir} ' \
-             f'({reason})'
+        failed = f'cannot write the checkpoint of step {position.step} into --checkpoint-dir {run.checkpoint_dir} ' \
+                 f'({cause(error)})'
     try:
         path = write(run.log_dir)
     except (OSError, OutputFolderError) as error:
-        raise UserError(f'{failed}, nor into --log-dir {run.log_dir} ({getattr(error, "strerror", None) or error}): '
-                        f'the steps after {previous} are lost; make the folder writable (or free space), then '
-                        f'--resume continues from the newest checkpoint') from None
+        raise UserError(f'{failed}, nor into --log-dir {run.log_dir} ({cause(error)}): the steps after {previous} '
+                        f'are lost; make the folder writable (or free space), then --resume continues from the newest '
+                        f'checkpoint') from None
     raise UserError(f'{failed}: saved {path} instead; move it into {run.checkpoint_dir} once that is writable, then '
                     f'--resume continues from it')
 
@@ -446,8 +445,13 @@ def log_failed(run: Run, position: Position, error: OSError) -> UserError:
     """The error to raise when TensorBoard's log cannot be written (a full disk): the steps done are saved first."""
     if position.saved_step != position.step:
         save(run, position, 'stopped as the log cannot be written')
-    return UserError(f'--log-dir {run.log_dir}: cannot write the TensorBoard log ({error.strerror or error}): free '
-                     f'some space or choose another --log-dir, then --resume continues from the newest checkpoint')
+    return UserError(f'--log-dir {run.log_dir}: cannot write the TensorBoard log ({cause(error)}): free some space '
+                     f'or choose another --log-dir, then --resume continues from the newest checkpoint')
+
+
+def cause(error: Exception) -> str:
+    """Why a write failed, in a few words: 'the disk is full', 'Read-only file system'."""
+    return error.reason if isinstance(error, OutputFolderError) else getattr(error, 'strerror', None) or str(error)
 
 
 def start_position(args: argparse.Namespace, path: str | None, checkpoint: dict, model: MattingBase,

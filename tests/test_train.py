@@ -485,37 +485,47 @@ def run_train_with_fault(fault: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, '-c', code, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
-# From the first checkpoint on, --checkpoint-dir is read-only: no file can be made or removed there.
-READ_ONLY_CHECKPOINTS = '''
-import errno, os, sys, tempfile
-folder = os.path.abspath(sys.argv[sys.argv.index('--checkpoint-dir') + 1])
+def read_only_from_the_first_checkpoint(*folders: str) -> str:
+    """Fault code for run_train_with_fault: from the first checkpoint train.py writes on, no file can be made or
+    removed in `folders`, as on a file system turned read-only."""
+    return f"folders = {[os.path.abspath(folder) for folder in folders]!r}\n" + """
+import errno, os, tempfile
 real_mkstemp, real_remove, read_only = tempfile.mkstemp, os.remove, []
-def refuse_in_folder(path):
-    if read_only and os.path.abspath(path) in (folder, os.path.join(folder, os.path.basename(path))):
+def refuse_in_folders(path):
+    if read_only and (os.path.abspath(path) in folders or os.path.dirname(os.path.abspath(path)) in folders):
         raise OSError(errno.EROFS, 'Read-only file system', path)
 def mkstemp(*args, dir=None, prefix='', **kwargs):
     read_only.extend(['from the first checkpoint on'] if prefix.startswith('.epoch-') else [])
-    refuse_in_folder(dir or '')
+    refuse_in_folders(dir or '')
     return real_mkstemp(*args, dir=dir, prefix=prefix, **kwargs)
 def remove(path, *args, **kwargs):
-    refuse_in_folder(path)
+    refuse_in_folders(path)
     return real_remove(path, *args, **kwargs)
 tempfile.mkstemp, os.remove = mkstemp, remove
-'''
+"""
 
 
 @pytest.mark.slow
 def test_a_checkpoint_folder_turned_read_only_mid_run_keeps_the_steps_in_the_log_folder(tiny_synthetic, tmp_path):
-    folder = str(tmp_path / 'checkpoint')
-    result = run_train_with_fault(READ_ONLY_CHECKPOINTS, *train_args(
-        tiny_synthetic, str(tmp_path), '--max-steps', '6', '--checkpoint-interval', '3', '--log-valid-interval', '0'))
+    folder, log = tmp_path / 'checkpoint', tmp_path / 'log'
+    args = train_args(tiny_synthetic, str(tmp_path), '--max-steps', '6', '--checkpoint-interval', '3',
+                      '--log-valid-interval', '0')
+    result = run_train_with_fault(read_only_from_the_first_checkpoint(folder), *args)
     assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
-    saved = tmp_path / 'log' / 'epoch-0-iter-3.pth'
     assert result.stderr.strip().splitlines()[-1] == (
         f'error: cannot write the checkpoint of step 3 into --checkpoint-dir {folder} (Read-only file system): saved '
-        f'{saved} instead; move it into {folder} once that is writable, then --resume continues from it')
-    assert torch.load(saved, map_location='cpu', weights_only=False)['step'] == 3
+        f'{log / "epoch-0-iter-3.pth"} instead; move it into {folder} once that is writable, then --resume continues '
+        f'from it')
+    assert torch.load(log / 'epoch-0-iter-3.pth', map_location='cpu', weights_only=False)['step'] == 3
     assert os.listdir(folder) == ['.lock'], 'the lock stays on the read-only folder; the next run takes it over'
+
+    shutil.rmtree(tmp_path)
+    result = run_train_with_fault(read_only_from_the_first_checkpoint(folder, log), *args)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: cannot write the checkpoint of step 3 into --checkpoint-dir {folder} (Read-only file system), nor '
+        f'into --log-dir {log} (Read-only file system): the steps after 0 are lost; make the folder writable (or free '
+        f'space), then --resume continues from the newest checkpoint')
 
 
 @pytest.mark.slow
