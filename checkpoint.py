@@ -3,9 +3,9 @@
 A checkpoint is <checkpoint-dir>/epoch-E-iter-S.pth (S counts all steps), a dict of
     model, optimizer, scaler (GradScaler; empty without CUDA AMP), epoch, step, batch_in_epoch,
     args (train.py's flags), backbone, architecture ('MattingBase', or 'MattingRefine' with refiner.* weights: train.py
-    --model-refine), random_states (torch, numpy, python, and cuda where present), tensors_crc32 (tensors_checksum)
-written atomically, so that a crash never leaves a truncated one; read_checkpoint refuses one whose tensors no longer
-match their checksum. Bare state dicts (the original project's, BackgroundMattingV2's) are read too: model/utils.py
+    --model-refine), random_states (torch, numpy, python, and cuda where present)
+written atomically, so that a crash never leaves a truncated one; read_checkpoint refuses one whose bytes no longer
+match the CRC-32 that torch.save stored with each tensor (changed_record). Bare state dicts (the original project's, BackgroundMattingV2's) are read too: model/utils.py
 loads the weights of either.
 """
 import argparse
@@ -19,7 +19,6 @@ import re
 import tempfile
 import time
 import zipfile
-import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -49,7 +48,6 @@ def save_checkpoint(folder: str, model: nn.Module, optimizer: torch.optim.Optimi
                   'epoch': epoch, 'step': step, 'batch_in_epoch': batch_in_epoch, 'args': vars(args),
                   'backbone': args.model_backbone, 'architecture': type(model).__name__,
                   'random_states': random_states()}
-    checkpoint['tensors_crc32'] = tensors_checksum(checkpoint)
     with atomic_write(path) as file:
         torch.save(checkpoint, file)
     return path
@@ -66,29 +64,32 @@ def read_checkpoint(path: str) -> dict:
                               f'use another checkpoint or re-save it') from None
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict')
-    if 'tensors_crc32' in checkpoint and tensors_checksum(checkpoint) != checkpoint['tensors_crc32']:
-        raise CheckpointError(f'checkpoint {path} is corrupt: its tensors do not match the checksum saved with them, '
-                              f'so bytes of the file changed after it was written; use another checkpoint')
+    changed = changed_record(path)
+    if changed is not None:
+        raise CheckpointError(f'checkpoint {path} is corrupt: the bytes of its record {changed} no longer match the '
+                              f'CRC-32 saved with them, so the file changed after it was written; use another '
+                              f'checkpoint')
     return checkpoint
 
 
-def tensors_checksum(value) -> int:
-    """CRC-32 of the bytes of every tensor and numpy array in `value`, through nested mappings, lists and tuples in
-    their order. torch.load does not check the data it reads, so a checkpoint whose bytes changed on disk would load
-    and train on wrong numbers."""
-    checksum = 0
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, torch.Tensor):
-            checksum = zlib.crc32(item.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy(), checksum)
-        elif isinstance(item, np.ndarray):
-            checksum = zlib.crc32(np.ascontiguousarray(item).tobytes(), checksum)
-        elif isinstance(item, Mapping):
-            pending.extend(reversed(list(item.values())))
-        elif isinstance(item, (list, tuple)):
-            pending.extend(reversed(item))
-    return checksum
+def changed_record(path: str) -> str | None:
+    """The first record (a tensor's storage, or the pickle that holds them) of the checkpoint `path` whose bytes no
+    longer match the CRC-32 that torch.save stored with it; None when all match, or for a file in torch's legacy
+    (non-zip) format. torch.load does not check them, so a checkpoint whose bytes changed on disk would load and run
+    or train on wrong numbers. A checkpoint edited on purpose (torch.load, then torch.save) has new CRCs and passes."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        for entry in archive.infolist():
+            if entry.CRC == 0:  # empty, or saved without CRCs (torch.serialization.config.save.compute_crc32)
+                continue
+            try:
+                with archive.open(entry) as record:
+                    while record.read(1 << 24):  # zipfile checks the CRC-32 at the record's end
+                        pass
+            except (zipfile.BadZipFile, ValueError, EOFError):  # a bad CRC, or a record header torch.load skips
+                return entry.filename
+    return None
 
 
 def is_training_checkpoint(checkpoint: Mapping) -> bool:

@@ -30,9 +30,19 @@ def test_bytes_changed_inside_a_checkpoint_are_refused_naming_it(tmp_path):
         file.seek(largest.header_offset + 30 + len(largest.filename) + 2048)
         file.write(b'\xff' * 4096)
     assert torch.load(path, map_location='cpu', weights_only=False)['step'] == 3, 'torch.load does not notice'
-    with pytest.raises(CheckpointError, match=f'^checkpoint {path} is corrupt: its tensors do not match the '
-                                              f'checksum saved with them'):
+    with pytest.raises(CheckpointError, match=f'^checkpoint {path} is corrupt: the bytes of its record '
+                                              f'{largest.filename} no longer match the CRC-32 saved with them'):
         read_checkpoint(path)
+
+
+def test_a_checkpoint_edited_on_purpose_still_reads(tmp_path):
+    path = str(tmp_path / 'edited.pth')
+    torch.save({'model': MattingBase('mobilenetv2').state_dict(), 'optimizer': {}}, path)
+    edited = torch.load(path, map_location='cpu', weights_only=False)
+    edited['model'] = {name: tensor for name, tensor in edited['model'].items() if 'convlstm' not in name}
+    edited['model']['aspp.convs.0.0.weight'].fill_(0.5)
+    torch.save(edited, path)
+    assert read_checkpoint(path)['model']['aspp.convs.0.0.weight'].eq(0.5).all()
 
 
 def dead_pid() -> int:
