@@ -265,6 +265,7 @@ def create_whole(path: str, content: str) -> bool:
     folder, name = os.path.split(path)
     descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f'.{name}.{os.getpid()}@{HOST}.', suffix='.tmp')
     try:
+        os.fchmod(descriptor, 0o644)  # readable by other users' runs, which must be able to name its holder
         with os.fdopen(descriptor, 'w') as file:
             file.write(content)
         os.link(temporary, path)

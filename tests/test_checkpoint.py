@@ -5,6 +5,7 @@ import argparse
 import errno
 import multiprocessing
 import os
+import stat
 import subprocess
 import time
 import zipfile
@@ -62,6 +63,7 @@ def test_an_empty_lock_is_one_being_made_until_it_is_old(tmp_path):
     lock = FolderLock(str(tmp_path), '--checkpoint-dir')
     lock.acquire()
     assert lock_path.read_text() == f'{os.getpid()} {HOST}\n'
+    assert stat.S_IMODE(lock_path.stat().st_mode) == 0o644, "readable by other users' runs"
     lock.release()
     assert os.listdir(tmp_path) == []
 
