@@ -24,6 +24,7 @@ os.umask(UMASK)
 STALE_AFTER_SECONDS = 24 * 3600
 HOST = socket.gethostname()
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+UNWRITABLE_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 NEARLY_FULL_BYTES = 1 << 20
 
 
@@ -33,14 +34,17 @@ def atomic_write(path: str, mode: str = 'wb', **open_kwargs) -> Iterator[IO]:
 
     The temporary is named .<name>.<pid>@<host>.<random>.tmp; stale ones of earlier writers of `path` are removed
     first. Raises IsADirectoryError naming `path` when a folder is in the way, and OutputFolderError naming the
-    folder when its disk is full.
+    folder when its disk is full or it cannot be written (a file system turned read-only, no permission).
     """
     if os.path.isdir(path):
         raise IsADirectoryError(f'{path} is a folder: choose a file name')
     folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    remove_stale_temporaries(folder, name)
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f'.{name}.{os.getpid()}@{HOST}.', suffix='.tmp')
+    try:
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_temporaries(folder, name)
+        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f'.{name}.{os.getpid()}@{HOST}.', suffix='.tmp')
+    except OSError as error:
+        raise folder_error(folder, name, error) from None
     try:
         with os.fdopen(descriptor, mode, **open_kwargs) as file:
             yield file
@@ -53,12 +57,22 @@ def atomic_write(path: str, mode: str = 'wb', **open_kwargs) -> Iterator[IO]:
         # Asked before the removal frees the space the temporary took. An OutputFolderError comes from a nested
         # atomic_write (write_together) and already names the file that found the disk full.
         full = not isinstance(error, OutputFolderError) and disk_full(folder, error)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone, or the file system turned read-only meanwhile
             os.remove(temporary)
         if full:
-            raise OutputFolderError(f'{folder}: the disk is full, so {name} cannot be written; free some space '
-                                    f'there or choose another folder') from None
+            raise folder_error(folder, name, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from None
+        if isinstance(error, OSError) and error.errno in UNWRITABLE_ERRNOS:
+            raise folder_error(folder, name, error) from None
         raise
+
+
+def folder_error(folder: str, name: str, error: OSError) -> 'OutputFolderError':
+    """The OutputFolderError of `error`, raised while writing the file `name` into `folder`."""
+    if error.errno in DISK_FULL_ERRNOS:
+        return OutputFolderError(f'{folder}: the disk is full, so {name} cannot be written; free some space there or '
+                                 f'choose another folder', reason='the disk is full')
+    return OutputFolderError(f'{folder}: {name} cannot be written ({error.strerror}); make the folder writable or '
+                             f'choose another', reason=error.strerror)
 
 
 def disk_full(folder: str, error: BaseException) -> bool:
@@ -118,7 +132,12 @@ def write_together(contents: Mapping[str, bytes]) -> None:
 
 
 class OutputFolderError(UserError):
-    """An output folder that cannot be used; the message names the flag, the folder and what to do."""
+    """An output folder that cannot be used; the message names the flag, the folder and what to do, `reason` the
+    cause in a few words."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def check_output_folder(path: str, flag: str) -> None:

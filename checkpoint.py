@@ -4,16 +4,20 @@ A checkpoint is <checkpoint-dir>/epoch-E-iter-S.pth (S counts all steps), a dict
     model, optimizer, scaler (GradScaler; empty without CUDA AMP), epoch, step, batch_in_epoch,
     args (train.py's flags), backbone, architecture ('MattingBase', or 'MattingRefine' with refiner.* weights: train.py
     --model-refine), random_states (torch, numpy, python, and cuda where present)
-written atomically, so that a crash never leaves a truncated one. Bare state dicts (the original project's,
-BackgroundMattingV2's) are read too: model/utils.py loads the weights of either.
+written atomically, so that a crash never leaves a truncated one; read_checkpoint refuses one whose bytes no longer
+match the CRC-32 that torch.save stored with each tensor (changed_record). Bare state dicts (the original project's, BackgroundMattingV2's) are read too: model/utils.py
+loads the weights of either.
 """
 import argparse
 import contextlib
+import errno
 import glob
 import os
 import pickle
 import random
 import re
+import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 
@@ -21,10 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from atomic_file import HOST, atomic_write, process_alive
+from atomic_file import HOST, atomic_write, process_alive, remove_stale_temporaries
 from errors import UserError
 
 CHECKPOINT_NAME = re.compile(r'epoch-(\d+)-iter-(\d+)\.pth$')
+# A lock file that is still empty this long after it was made is a crashed process's, not one being written.
+EMPTY_LOCK_SECONDS = 60
+STALE_TAKEOVER_SECONDS = 10
+NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
 class CheckpointError(UserError):
@@ -56,7 +64,32 @@ def read_checkpoint(path: str) -> dict:
                               f'use another checkpoint or re-save it') from None
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'checkpoint {path} holds a {type(checkpoint).__name__}, not a state dict')
+    changed = changed_record(path)
+    if changed is not None:
+        raise CheckpointError(f'checkpoint {path} is corrupt: the bytes of its record {changed} no longer match the '
+                              f'CRC-32 saved with them, so the file changed after it was written; use another '
+                              f'checkpoint')
     return checkpoint
+
+
+def changed_record(path: str) -> str | None:
+    """The first record (a tensor's storage, or the pickle that holds them) of the checkpoint `path` whose bytes no
+    longer match the CRC-32 that torch.save stored with it; None when all match, or for a file in torch's legacy
+    (non-zip) format. torch.load does not check them, so a checkpoint whose bytes changed on disk would load and run
+    or train on wrong numbers. A checkpoint edited on purpose (torch.load, then torch.save) has new CRCs and passes."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        for entry in archive.infolist():
+            if entry.CRC == 0:  # empty, or saved without CRCs (torch.serialization.config.save.compute_crc32)
+                continue
+            try:
+                with archive.open(entry) as record:
+                    while record.read(1 << 24):  # zipfile checks the CRC-32 at the record's end
+                        pass
+            except (zipfile.BadZipFile, ValueError, EOFError):  # a bad CRC, or a record header torch.load skips
+                return entry.filename
+    return None
 
 
 def is_training_checkpoint(checkpoint: Mapping) -> bool:
@@ -131,53 +164,123 @@ def format_setting(value) -> str:
 
 
 class FolderLock:
-    """<folder>/.lock, holding the process id and host name of the one training run that writes to `folder`.
+    """<folder>/.lock, holding 'PID HOST' of the one training run that writes to `folder`.
 
-    A second train.py on the folder gets a CheckpointError naming the first. A lock whose process has ended without
-    removing it (SIGKILL, a crash) is taken over.
+    A second train.py on the folder gets a CheckpointError naming the first. The lock appears whole (create_whole),
+    so that another process never takes one being made for stale. A lock whose process has ended without removing it
+    (SIGKILL, a crash) is taken over; of processes doing so at once only one gets it (take_over). Anything else at
+    .lock (a folder, a file of other contents, one that cannot be read) is a CheckpointError naming it, left as it is.
     """
 
     def __init__(self, folder: str, flag: str):
         self.folder, self.flag = folder, flag
         self.path = os.path.join(folder, '.lock')
+        self.content = f'{os.getpid()} {HOST}\n'
         self.held = self.created_folder = False
 
     def acquire(self) -> None:
         self.created_folder = not os.path.isdir(self.folder)
-        os.makedirs(self.folder, exist_ok=True)
-        while not self.held:
-            try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self.holder()
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            remove_stale_temporaries(self.folder, '.lock')  # of a process killed inside create_whole
+            while not create_whole(self.path, self.content):
+                content, status = self.read()
+                holder = self.holder(content, status)
                 if holder is not None:
                     raise CheckpointError(f'{self.flag} {self.folder} is in use by {holder}: wait for it to end, or '
-                                          f'choose another {self.flag}') from None
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(self.path)
-                continue
-            with os.fdopen(descriptor, 'w') as file:
-                file.write(f'{os.getpid()} {HOST}\n')
-            self.held = True
+                                          f'choose another {self.flag}')
+                self.take_over(content)
+        except OSError as error:
+            raise CheckpointError(f'{self.flag} {self.folder}: cannot make its lock {self.path} ({error.strerror}): '
+                                  f'check the folder is writable') from None
+        self.held = True
 
-    def holder(self) -> str | None:
-        """'process P on HOST' of a lock whose process still runs (or runs on another host); None for a lock that
-        is stale or gone."""
+    def read(self) -> tuple[str | None, os.stat_result | None]:
+        """The lock's content and status; (None, None) when it is gone."""
         try:
             with open(self.path) as file:
-                pid, host = file.read().split()
-        except (FileNotFoundError, ValueError):
+                return file.read(), os.fstat(file.fileno())
+        except FileNotFoundError:
+            return None, None
+        except IsADirectoryError:
+            raise CheckpointError(f'{self.path} is a folder, not the lock file train.py writes: remove it, or choose '
+                                  f'another {self.flag}') from None
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else 'not text'
+            raise CheckpointError(f'cannot read the lock {self.path} ({reason}): if no run uses {self.folder}, '
+                                  f'remove it') from None
+
+    def holder(self, content: str | None, status: os.stat_result | None) -> str | None:
+        """'process P on HOST' of a lock whose process still runs (or runs on another host); None for a lock that
+        is stale or gone. CheckpointError for a file train.py did not write."""
+        if content is None:
             return None
+        if not content:  # made by create_whole's fallback, and not written yet; or left so by a crash long ago
+            return 'a process taking it now' if time.time() - status.st_mtime < EMPTY_LOCK_SECONDS else None
+        match = re.fullmatch(r'(\d+) (\S+)\n?', content)
+        if not match:
+            raise CheckpointError(f'{self.path} holds {content[:40]!r}, not a lock train.py wrote: if no run uses '
+                                  f'{self.folder}, remove it')
+        pid, host = match.groups()
         if host == HOST and not process_alive(int(pid)):
             return None
         return f'process {pid} on {host}'
 
-    def release(self) -> None:
-        """Remove the lock, and the folder if acquire() made it and nothing was written there."""
-        if self.held:
-            with contextlib.suppress(FileNotFoundError):
+    def take_over(self, stale: str | None) -> None:
+        """Remove the stale lock that holds `stale` (None: it is gone already). Processes that take it over at once
+        take turns by <folder>/.lock.takeover, so that the one that comes second never removes the lock the first
+        one has made meanwhile; the lock itself is then made by create_whole, which only one can win."""
+        if stale is None:
+            return
+        turn = self.path + '.takeover'
+        if not create_whole(turn, self.content):
+            with contextlib.suppress(FileNotFoundError):  # a turn lasts milliseconds: one this old is a killed one's
+                if time.time() - os.stat(turn).st_mtime > STALE_TAKEOVER_SECONDS:
+                    os.remove(turn)
+            time.sleep(0.01)
+            return
+        try:
+            if self.read()[0] == stale:
                 os.remove(self.path)
+        finally:
+            os.remove(turn)
+
+    def release(self) -> None:
+        """Remove the lock (if it is still this process's), and the folder if acquire() made it and nothing was
+        written there. On a file system that turned read-only the lock stays: the next run takes it over."""
+        if self.held:
+            with contextlib.suppress(OSError, CheckpointError):
+                if self.read()[0] == self.content:
+                    os.remove(self.path)
             self.held = False
         if self.created_folder:
             with contextlib.suppress(OSError):  # not empty: the run wrote its checkpoints there
                 os.rmdir(self.folder)
+
+
+def create_whole(path: str, content: str) -> bool:
+    """Create `path` holding `content` unless something is there (False then). The file is written under a temporary
+    name and hard-linked to `path`, so that it never exists empty or half written; on a file system without hard
+    links it is created empty, then written, and an empty lock younger than EMPTY_LOCK_SECONDS counts as held."""
+    folder, name = os.path.split(path)
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f'.{name}.{os.getpid()}@{HOST}.', suffix='.tmp')
+    try:
+        os.fchmod(descriptor, 0o644)  # readable by other users' runs, which must be able to name its holder
+        with os.fdopen(descriptor, 'w') as file:
+            file.write(content)
+        os.link(temporary, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in NO_HARD_LINKS:
+            raise
+    finally:
+        os.remove(temporary)
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, 'w') as file:
+        file.write(content)
+    return True

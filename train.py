@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import sys
+import threading
 
 import torch
 import torch.distributed as dist
@@ -28,7 +29,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 import metrics
-from atomic_file import DISK_FULL_ERRNOS, check_output_folder
+from atomic_file import DISK_FULL_ERRNOS, OutputFolderError, check_output_folder
 from checkpoint import (FolderLock, is_training_checkpoint, newest_checkpoint, read_checkpoint, recorded_setting,
                         remove_old_checkpoints, save_checkpoint, set_random_states)
 from cpu_threads import CPU_THREADS_HELP, FreeCoreThreads, thread_count_flag
@@ -134,16 +135,26 @@ REFINE_FLAGS = ('refine_backbone_scale', 'refine_mode', 'refine_sample_pixels', 
 def main() -> None:
     # The run's settings parse to None when not given, so that a checkpoint being continued can supply them.
     args = parser.parse_args(namespace=argparse.Namespace(**dict.fromkeys(RUN_SETTINGS)))
+    threading.excepthook = leave_log_errors_to_the_main_thread
     try:
         status = train(args)
     except UserError as error:
         sys.exit(f'error: {error}')
-    except OSError as error:  # checkpoints report a full disk themselves (atomic_write); TensorBoard's log does not
-        if error.errno not in DISK_FULL_ERRNOS:
+    except OSError as error:  # checkpoints and the log in training report theirs (save, log_failed); this is the rest
+        if error.errno is None:
             raise
-        sys.exit(f'error: the disk is full ({error}): free some space, or choose another --log-dir or '
-                 f'--checkpoint-dir; --resume continues from the newest checkpoint')
+        if error.errno in DISK_FULL_ERRNOS:
+            sys.exit(f'error: the disk is full ({error}): free some space, or choose another --log-dir or '
+                     f'--checkpoint-dir; --resume continues from the newest checkpoint')
+        sys.exit(f'error: {error}: check that --checkpoint-dir and --log-dir are writable')
     sys.exit(status)
+
+
+def leave_log_errors_to_the_main_thread(hook: threading.ExceptHookArgs) -> None:
+    """Print no traceback for a failed write of TensorBoard's writer thread (a full disk): it keeps the error for the
+    main thread, which saves the steps done and reports it in one line (log_failed)."""
+    if not (isinstance(hook.exc_value, OSError) and type(hook.thread).__module__.startswith('tensorboard.')):
+        threading.__excepthook__(hook)
 
 
 @dataclasses.dataclass
@@ -158,6 +169,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: 'torch.amp.GradScaler'  # a no-op unless fp16 on CUDA
     checkpoint_dir: str
+    log_dir: str
     writer: SummaryWriter | None  # on rank 0 only
     total_steps: int  # where the cosine schedule reaches 0
     threads: FreeCoreThreads
@@ -205,7 +217,11 @@ def train_in_folder(args: argparse.Namespace, rank: int, world_size: int, device
         setattr(args, name, recorded_setting(checkpoint, name, getattr(args, name), parser.get_default(name),
                                              f'checkpoint {path}'))
     check_flags(args)
-    refuse_another_run(args, checkpoint_dir)
+    continued = path if is_training_checkpoint(checkpoint) else None
+    check_same_dataset(args, checkpoint, continued)
+    refuse_another_run(args, checkpoint_dir, continued)
+    if continued and finished(args, checkpoint, continued):
+        return 0
     reuse_freed_cpu_memory(device)
     amp_dtype = mixed_precision_dtype(args.amp, device)
     dataset, valid_dataset = make_datasets(args)
@@ -225,7 +241,7 @@ def train_in_folder(args: argparse.Namespace, rank: int, world_size: int, device
         # Outside 'full' mode, a batch whose predicted error selects no patch leaves the refiner without gradients.
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None,
                                         find_unused_parameters=args.model_refine and args.refine_mode != 'full')
-    run = Run(args, rank, world_size, device, amp_dtype, model, optimizer, scaler, checkpoint_dir,
+    run = Run(args, rank, world_size, device, amp_dtype, model, optimizer, scaler, checkpoint_dir, log_dir,
               SummaryWriter(log_dir) if rank == 0 else None, args.max_steps or args.epoch_end * batches_per_epoch,
               FreeCoreThreads(device, args.cpu_threads))
     return train_epochs(run, dataset, valid_dataset, position, batches_per_epoch)
@@ -264,7 +280,11 @@ def train_epochs(run: Run, dataset, valid_dataset, position: Position, batches_p
     if position.saved_step != position.step:
         save(run, position, 'end of training')
     if run.writer:
-        run.writer.close()
+        try:
+            run.writer.flush()  # close() would not report an error of the writer thread
+            run.writer.close()
+        except OSError as error:
+            raise log_failed(run, position, error) from None
     if run.world_size > 1:
         dist.destroy_process_group()
     return 0
@@ -283,9 +303,19 @@ def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'Sto
                         num_workers=args.num_workers, pin_memory=run.device.type == 'cuda', drop_last=True,
                         generator=torch.Generator().manual_seed(args.seed + position.epoch),
                         worker_init_fn=leave_stop_signals_to_the_main_process)
-    progress = tqdm(loader, initial=position.batch_in_epoch, total=batches_per_epoch, disable=run.rank != 0,
+    # Counted by hand, not by iterating: a bar over the loader would miss the step that ends the run.
+    progress = tqdm(initial=position.batch_in_epoch,
+                    total=batches_this_epoch(position, batches_per_epoch, args.max_steps), disable=run.rank != 0,
                     desc=f'epoch {position.epoch}', dynamic_ncols=True)
-    batches = iter(progress)
+    try:
+        return train_batches(run, valid_dataset, position, stop, iter(loader), progress)
+    finally:
+        progress.close()  # before an error's line, not after it at exit
+
+
+def train_batches(run: Run, valid_dataset, position: Position, stop: 'StopRequest', batches, progress: tqdm) -> str:
+    """train_epoch's steps, one per batch of `batches`, counted on `progress`; train_epoch's result."""
+    args = run.args
     while True:
         try:
             true_fgr, true_pha, true_bgr = next(batches)
@@ -301,13 +331,17 @@ def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'Sto
         run.threads.update()
         position.step += 1
         position.batch_in_epoch += 1
-        progress.set_postfix(step=position.step, loss=f"{losses['total'].item():.4f}")
-        log_step(run, position.step, losses, true_src, true_pha, predictions)
-        if valid_dataset is not None and position.step % args.log_valid_interval == 0:
-            if run.writer:
-                log_validation(run.writer, bare_model(run.model), valid_dataset, run.device, run.amp_dtype,
-                               position.step, args.pha_loss)
-            run.model.train()
+        progress.set_postfix(step=position.step, loss=f"{losses['total'].item():.4f}", refresh=False)
+        progress.update()
+        try:
+            log_step(run, position.step, losses, true_src, true_pha, predictions)
+            if valid_dataset is not None and position.step % args.log_valid_interval == 0:
+                if run.writer:
+                    log_validation(run.writer, bare_model(run.model), valid_dataset, run.device, run.amp_dtype,
+                                   position.step, args.pha_loss)
+                run.model.train()
+        except OSError as error:
+            raise log_failed(run, position, error) from None
         if position.step % args.checkpoint_interval == 0:
             save(run, position, 'checkpoint interval')
         if stop.requested(run.device, run.world_size):
@@ -370,8 +404,8 @@ def log_step(run: Run, step: int, losses: dict[str, torch.Tensor], true_src: tor
 
 def save(run: Run, position: Position, reason: str) -> None:
     """A checkpoint of `position` (written by rank 0), after checking the weights are finite and, under torchrun,
-    the same in every process; UserError otherwise."""
-    position.saved_step = position.step
+    the same in every process; UserError otherwise, and when --checkpoint-dir cannot be written (write_checkpoint)."""
+    previous, position.saved_step = position.saved_step, position.step
     if not all(torch.isfinite(parameter).all() for parameter in run.model.parameters()):
         raise UserError(f'the weights became non-finite by step {position.step} (epoch {position.epoch}): no '
                         f'checkpoint written; lower the learning rates or try --no-amp')
@@ -383,11 +417,46 @@ def save(run: Run, position: Position, reason: str) -> None:
     if run.world_size > 1:
         check_replicas_agree(run.model, run.world_size)
     if run.rank == 0:
-        path = save_checkpoint(run.checkpoint_dir, bare_model(run.model), run.optimizer, run.scaler, run.args,
-                               position.epoch, position.step, position.batch_in_epoch)
+        path = write_checkpoint(run, position, previous)
         tqdm.write(f'{reason}: saved {path}{agreement}')
         if run.args.keep_checkpoints:
             remove_old_checkpoints(run.checkpoint_dir, run.args.keep_checkpoints)
+
+
+def write_checkpoint(run: Run, position: Position, previous: int) -> str:
+    """save_checkpoint into --checkpoint-dir; where that fails (a full disk, a file system turned read-only), into
+    --log-dir instead, so that the steps done are kept wherever they can be, and a UserError saying where they are.
+    `previous` is the step of the run's newest checkpoint."""
+    def write(folder: str) -> str:
+        return save_checkpoint(folder, bare_model(run.model), run.optimizer, run.scaler, run.args, position.epoch,
+                               position.step, position.batch_in_epoch)
+
+    try:
+        return write(run.checkpoint_dir)
+    except (OSError, OutputFolderError) as error:
+        failed = f'cannot write the checkpoint of step {position.step} into --checkpoint-dir {run.checkpoint_dir} ' \
+                 f'({cause(error)})'
+    try:
+        path = write(run.log_dir)
+    except (OSError, OutputFolderError) as error:
+        raise UserError(f'{failed}, nor into --log-dir {run.log_dir} ({cause(error)}): the steps after {previous} '
+                        f'are lost; make the folder writable (or free space), then --resume continues from the newest '
+                        f'checkpoint') from None
+    raise UserError(f'{failed}: saved {path} instead; move it into {run.checkpoint_dir} once that is writable, then '
+                    f'--resume continues from it')
+
+
+def log_failed(run: Run, position: Position, error: OSError) -> UserError:
+    """The error to raise when TensorBoard's log cannot be written (a full disk): the steps done are saved first."""
+    if position.saved_step != position.step:
+        save(run, position, 'stopped as the log cannot be written')
+    return UserError(f'--log-dir {run.log_dir}: cannot write the TensorBoard log ({cause(error)}): free some space '
+                     f'or choose another --log-dir, then --resume continues from the newest checkpoint')
+
+
+def cause(error: Exception) -> str:
+    """Why a write failed, in a few words: 'the disk is full', 'Read-only file system'."""
+    return error.reason if isinstance(error, OutputFolderError) else getattr(error, 'strerror', None) or str(error)
 
 
 def start_position(args: argparse.Namespace, path: str | None, checkpoint: dict, model: MattingBase,
@@ -442,16 +511,57 @@ def make_datasets(args: argparse.Namespace):
     return dataset, valid_dataset
 
 
-def refuse_another_run(args: argparse.Namespace, checkpoint_dir: str) -> None:
+def refuse_another_run(args: argparse.Namespace, checkpoint_dir: str, continued: str | None) -> None:
     """UserError when --checkpoint-dir holds checkpoints this run does not continue: a new run there would mix its
-    checkpoints with another run's, and a later --resume would pick the newest of either."""
+    checkpoints with another run's (overwriting those of the same step), and a later --resume would pick the newest
+    of either. `continued` is the training checkpoint this run continues, None for a new run: one from scratch, from
+    weights only, or the refiner's stage started from a MattingBase checkpoint of that very folder."""
     newest = newest_checkpoint(checkpoint_dir)
-    continued = args.model_last_checkpoint is not None and \
-        os.path.dirname(os.path.realpath(args.model_last_checkpoint)) == os.path.realpath(checkpoint_dir)
-    if newest and not args.resume and not continued:
-        raise UserError(f'--checkpoint-dir {checkpoint_dir} holds checkpoints of an earlier run (the newest '
-                        f'{os.path.basename(newest)}): pass --resume to continue that run, or choose another '
-                        f'--model-name or --checkpoint-dir')
+    if newest is None or args.resume or (continued and in_folder(continued, checkpoint_dir)):
+        return
+    if args.model_last_checkpoint and in_folder(args.model_last_checkpoint, checkpoint_dir):
+        raise UserError(f'--model-last-checkpoint {args.model_last_checkpoint} starts a new run (the refiner\'s '
+                        f'stage, or its weights only), which must not write into the folder of the run it comes from: '
+                        f'choose another --model-name or --checkpoint-dir')
+    raise UserError(f'--checkpoint-dir {checkpoint_dir} holds checkpoints of an earlier run (the newest '
+                    f'{os.path.basename(newest)}): pass --resume to continue that run, or choose another '
+                    f'--model-name or --checkpoint-dir')
+
+
+def in_folder(path: str, folder: str) -> bool:
+    return os.path.dirname(os.path.realpath(path)) == os.path.realpath(folder)
+
+
+def check_same_dataset(args: argparse.Namespace, checkpoint: dict, continued: str | None) -> None:
+    """UserError when the training checkpoint `continued` was trained on another --dataset-name: a run is trained on
+    one dataset (--dataset-name is required, so it is checked here rather than with RUN_SETTINGS)."""
+    recorded = checkpoint['args'].get('dataset_name') if continued else None
+    if recorded is not None and recorded != args.dataset_name:
+        raise UserError(f'--dataset-name {args.dataset_name} contradicts checkpoint {continued}, trained on '
+                        f'--dataset-name {recorded}: give --dataset-name {recorded} to continue that run, or start a '
+                        f'new one from its weights with --model-pretrain-initialization {continued} and another '
+                        f'--model-name')
+
+
+def finished(args: argparse.Namespace, checkpoint: dict, path: str) -> bool:
+    """Whether the training checkpoint `path` is where --max-steps or --epoch-end ends training (then says so: nothing
+    is trained or written); UserError when it is past that point, which this run could not honour."""
+    step, epoch = checkpoint['step'], checkpoint['epoch']
+    if args.max_steps is not None and step > args.max_steps:
+        raise UserError(f'--max-steps {args.max_steps} is behind checkpoint {path}, at step {step}: give a '
+                        f'--max-steps above {step} to train further')
+    if epoch > args.epoch_end or (epoch == args.epoch_end and checkpoint['batch_in_epoch'] > 0):
+        raise UserError(f'--epoch-end {args.epoch_end} is behind checkpoint {path}, in epoch {epoch}: give an '
+                        f'--epoch-end above {epoch} to train further')
+    if reached(step, args.max_steps):
+        print(f'{path} is at step {step}, the --max-steps of this run: it is finished, nothing to train. Give a '
+              f'larger --max-steps to train further.')
+        return True
+    if epoch == args.epoch_end:
+        print(f'{path} is at the end of epoch {epoch - 1}, the last before --epoch-end {args.epoch_end}: the run is '
+              f'finished, nothing to train. Give a larger --epoch-end to train further.')
+        return True
+    return False
 
 
 def mixed_precision_dtype(amp_flag: bool | None, device: torch.device) -> torch.dtype | None:
@@ -549,6 +659,14 @@ def bare_model(model: nn.Module) -> MattingBase:
 
 def reached(step: int, max_steps: int | None) -> bool:
     return max_steps is not None and step >= max_steps
+
+
+def batches_this_epoch(position: Position, batches_per_epoch: int, max_steps: int | None) -> int:
+    """Where this run's batches of the epoch of `position` end (its progress bar's total): at the epoch's end, or
+    sooner at --max-steps."""
+    if max_steps is None:
+        return batches_per_epoch
+    return min(batches_per_epoch, position.batch_in_epoch + max_steps - position.step)
 
 
 class StopRequest:

@@ -32,7 +32,8 @@ the cores), and write
 where <run> is <style>-<with|without>-convlstm-seed<seed>, and, when report/README.md has the lines
 <!-- <name> table --> and <!-- end of <name> table -->, the tables between them, so that the report shows the
 numbers the script measured. A rerun skips training that has finished and resumes training that was
-interrupted, so an interrupted ablation is continued by running the same command again.
+interrupted, so an interrupted ablation is continued by running the same command again. Ctrl-C or SIGTERM reaches
+the train.py or validate.py it runs (train.py saves its steps); it waits for them, then exits with 130 or 143.
 
 A larger budget on a GPU, for example:
     python scripts/ablation.py --name ablation-gpu --model-backbone resnet50 --resolution 128 --steps 6000 \
@@ -43,9 +44,11 @@ import csv
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -123,13 +126,63 @@ parser.add_argument('--report-dir', default='report', help='folder of <name>.csv
 
 def main() -> None:
     args = parser.parse_args()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, SCRIPTS.stop)
     try:
         ablate(args)
     except UserError as error:
         sys.exit(f'error: {error}')
-    except KeyboardInterrupt:  # train.py saved its checkpoint: the next run continues from there
-        print('interrupted: run the same command again to continue', file=sys.stderr)
-        sys.exit(130)
+    except Stopped as stopped:  # train.py saved its checkpoint: the next run continues from there
+        print(f'interrupted by {signal.Signals(stopped.signum).name}: the running scripts were stopped (train.py '
+              f'saves its steps); run the same command again to continue', file=sys.stderr)
+        sys.exit(128 + stopped.signum)
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM reached the ablation; raised in the main thread, and by a script started after it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Scripts:
+    """The train.py and validate.py processes the ablation runs, so that a SIGINT or SIGTERM to it reaches them.
+
+    Each runs in a session of its own: a terminal's Ctrl-C reaches the ablation alone, which passes it on once. After
+    a stop no script starts, and the ablation waits for the running ones (ablate's pool) before it exits.
+    """
+
+    def __init__(self):
+        self.lock = threading.RLock()  # re-entrant: the signal handler runs in the main thread, between any two lines
+        self.running: set[subprocess.Popen] = set()
+        self.stop_signal = 0
+
+    def run(self, command: list[str], **popen_kwargs) -> int:
+        """Run `command` to its end; its exit status. Stopped if the ablation is stopping."""
+        with self.lock:
+            if self.stop_signal:
+                raise Stopped(self.stop_signal)
+            process = subprocess.Popen(command, start_new_session=True, **popen_kwargs)
+            self.running.add(process)
+        try:
+            return process.wait()
+        finally:
+            with self.lock:
+                self.running.discard(process)
+
+    def stop(self, signum: int, frame) -> None:
+        """The handler of SIGINT and SIGTERM: passes the signal on to the running scripts; the first one raises
+        Stopped in the main thread."""
+        with self.lock:
+            first, self.stop_signal = not self.stop_signal, self.stop_signal or signum
+            for process in self.running:
+                process.send_signal(signum)
+        if first:
+            raise Stopped(signum)
+
+
+SCRIPTS = Scripts()
 
 
 def ablate(args: argparse.Namespace) -> None:
@@ -152,7 +205,9 @@ def ablate(args: argparse.Namespace) -> None:
         try:
             runs = [result for future in futures for result in future.result()[1]]
         except BaseException:
-            pool.shutdown(cancel_futures=True)  # runs not yet started; the running ones finish their script
+            # Cancels the runs not yet started and waits for the running ones: after a stop signal their scripts end
+            # soon (Scripts.stop); after an error they finish.
+            pool.shutdown(cancel_futures=True)
             raise
     base = {style: measure_baselines(args, style) for style in styles}
     add_falls(runs, base)
@@ -221,12 +276,20 @@ def train_run(args: argparse.Namespace, style: str, seed: int, recurrent: bool,
         raise UserError(f'{checkpoint_dir} holds a run trained with other settings ({record["settings"]}): '
                         f'choose another --name, or delete it and {output_dir}')
     checkpoint = newest_checkpoint(checkpoint_dir)
+    minutes = training_minutes(record, checkpoint)
     if checkpoint is not None and step_of(checkpoint) >= steps:
         if record is None:
             raise UserError(f'{checkpoint} is finished but {record_path} is missing, so how it was trained is '
                             f'unknown: choose another --name, or delete {checkpoint_dir} and {output_dir}')
+        if 'started' in record:  # finished after its ablation was killed: count the time it took
+            record = {'settings': settings, 'minutes': minutes}
+            with atomic_write(record_path, 'w') as file:
+                json.dump(record, file)
         return checkpoint, record
+    # Written before training, so that training which ends without this process (killed by SIGKILL) is still known.
     started = time.time()
+    with atomic_write(record_path, 'w') as file:
+        json.dump({'settings': settings, 'minutes': minutes, 'started': started}, file)
     run_script(os.path.join(output_dir, 'train.log'), threads_per_run(args), [
         'train.py', '--dataset-name', STYLES[style], '--model-backbone', args.model_backbone,
         '--model-name', name, '--resolution', str(args.resolution), '--batch-size', str(args.batch_size),
@@ -246,7 +309,7 @@ def train_run(args: argparse.Namespace, style: str, seed: int, recurrent: bool,
     if checkpoint is None or step_of(checkpoint) < steps:  # never test a run that stopped early
         raise UserError(f'train.py ended before step {steps} of {checkpoint_dir}: see {output_dir}/train.log, '
                         f'then run the ablation again to continue')
-    record = {'settings': settings, 'minutes': (record or {'minutes': 0})['minutes'] + (time.time() - started) / 60}
+    record = {'settings': settings, 'minutes': minutes + (time.time() - started) / 60}
     with atomic_write(record_path, 'w') as file:
         json.dump(record, file)
     return checkpoint, record
@@ -374,11 +437,23 @@ def learning_curve(log_dir: str) -> list[list[float]]:
 
 
 def read_record(path: str) -> dict | None:
-    """A run's training.json: {'settings': how it is trained, 'minutes': time spent training}, or None."""
+    """A run's training.json: {'settings': how it is trained, 'minutes': time spent training, and 'started': when
+    an attempt to train it that has not been counted yet began}, or None."""
     if not os.path.exists(path):
         return None
     with open(path) as file:
         return json.load(file)
+
+
+def training_minutes(record: dict | None, checkpoint: str | None) -> float:
+    """The minutes of training `record` counts, with those of an attempt it started and did not count (its ablation
+    was stopped or killed): from its start to the run's newest checkpoint, `checkpoint`, when that is younger."""
+    if record is None:
+        return 0.0
+    minutes = record['minutes']
+    if 'started' in record and checkpoint is not None and os.path.getmtime(checkpoint) > record['started']:
+        minutes += (os.path.getmtime(checkpoint) - record['started']) / 60
+    return minutes
 
 
 def repo_path(path: str) -> str:
@@ -393,12 +468,16 @@ def run_script(log_path: str, threads: str | None, command: list[str]) -> None:
     the earlier output); UserError naming its log if it fails."""
     environment = dict(os.environ, **({'OMP_NUM_THREADS': threads} if threads else {}))
     with open(log_path, 'a') as log:
-        completed = subprocess.run([sys.executable, os.path.join(REPO, command[0]), *command[1:]],
-                                   stdout=log, stderr=subprocess.STDOUT, env=environment)
-    if completed.returncode != 0:
-        with open(log_path) as log:
-            last_line = (log.read().strip().splitlines() or [''])[-1]
-        raise UserError(f'{command[0]} failed (exit {completed.returncode}): {last_line}\n'
+        earlier_output = log.tell()
+        status = SCRIPTS.run([sys.executable, os.path.join(REPO, command[0]), *command[1:]], stdout=log,
+                             stderr=subprocess.STDOUT, env=environment)
+    if status != 0:
+        with open(log_path, errors='replace') as log:
+            log.seek(earlier_output)
+            # Progress bars end their lines with carriage returns; the script's own error line says most.
+            lines = [line.strip() for line in log.read().replace('\r', '\n').splitlines() if line.strip()] or ['']
+        errors = [line for line in lines if line.startswith('error:')]
+        raise UserError(f'{command[0]} failed (exit {status}): {(errors or lines)[-1]}\n'
                         f'its whole output: {log_path}')
 
 

@@ -1,13 +1,22 @@
-"""scripts/ablation.py: the runs it trains and validates, the tables it writes, resuming, and its errors."""
+"""scripts/ablation.py: the runs it trains and validates, the tables it writes, resuming, stop signals, and its
+errors."""
+import contextlib
 import csv
+import importlib.util
 import json
 import os
+import re
+import signal
 import statistics
+import subprocess
+import sys
+import time
 
 import pytest
 
 from baselines import THRESHOLDS
-from script_runner import ablation_args, run_script
+from errors import UserError
+from script_runner import REPO, ablation_args, run_script
 
 pytestmark = pytest.mark.slow  # every test here runs the scripts as subprocesses
 
@@ -192,3 +201,75 @@ def test_dose_response_pairs_the_models_at_each_strength(tiny_ablation):
         assert row['with_minus_without']['mean'] == pytest.approx(row['with'] - row['without'])
     with open(tiny_ablation.replace('.json', '.md')) as file:
         assert f"| 0 | 2 | {report['dose_response'][1]['with']:.2f} ± " in file.read()
+
+
+def processes_naming(text: str, besides: int) -> list[int]:
+    """The ids of the processes (other than `besides`) whose command line holds `text`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as file:
+                if text.encode() in file.read() and int(pid) != besides:
+                    found.append(int(pid))
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
+def test_a_stop_signal_reaches_the_running_training_and_is_waited_for(tmp_path, signum):
+    args = ablation_args(str(tmp_path), '--styles', 'plain', '--seeds', '0', '--steps', '1000')
+    ablation = subprocess.Popen([sys.executable, 'scripts/ablation.py', *args], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    log = tmp_path / 'output' / 'ablation' / 'plain-with-convlstm-seed0' / 'train.log'
+    deadline = time.time() + 240
+    while not (log.exists() and 'step=' in log.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    try:
+        assert len(processes_naming(str(tmp_path), besides=ablation.pid)) == 1, 'train.py, training'
+        ablation.send_signal(signum)  # to the ablation alone, as `kill` sends it
+        stdout, stderr = ablation.communicate(timeout=120)
+    finally:  # where the test fails, end what it started
+        if ablation.poll() is None:
+            ablation.kill()
+        for pid in processes_naming(str(tmp_path), besides=ablation.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert ablation.returncode == 128 + signum
+    assert stderr.strip().splitlines() == [
+        f'interrupted by {signal.Signals(signum).name}: the running scripts were stopped (train.py saves its steps); '
+        f'run the same command again to continue']
+    assert processes_naming(str(tmp_path), besides=ablation.pid) == [], 'no script runs on'
+    assert 'interrupted: saved' in log.read_text(), 'train.py got the signal and saved its steps'
+
+
+def test_a_failed_script_is_named_by_its_error_line_of_this_run(tmp_path):
+    spec = importlib.util.spec_from_file_location('ablation', os.path.join(REPO, 'scripts', 'ablation.py'))
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    script, log = tmp_path / 'fails.py', tmp_path / 'train.log'
+    script.write_text("import sys\nprint('error: the folder is in use', file=sys.stderr)\n"
+                      "sys.stderr.write('epoch 0: 3/9 [00:01, step=31]\\r')\nsys.exit(1)\n")
+    log.write_text('error: an earlier attempt failed otherwise\n')
+    with pytest.raises(UserError, match=re.escape(f'{script} failed (exit 1): error: the folder is in use\n')):
+        ablation.run_script(str(log), None, [str(script)])
+
+
+def test_training_that_finishes_after_its_ablation_was_killed_is_kept(tmp_path):
+    args = ablation_args(str(tmp_path), '--styles', 'plain', '--seeds', '0', '--steps', '12')
+    ablation = subprocess.Popen([sys.executable, 'scripts/ablation.py', *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    log = tmp_path / 'output' / 'ablation' / 'plain-with-convlstm-seed0' / 'train.log'
+    deadline = time.time() + 240
+    while not (log.exists() and 'step=' in log.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    ablation.kill()  # SIGKILL: nothing can stop its train.py, which trains on to its end
+    ablation.wait()
+    deadline = time.time() + 600
+    while processes_naming(str(tmp_path), besides=ablation.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    result = run_script('scripts/ablation.py', *args)
+    assert result.returncode == 0, result.stderr
+    run = load(os.path.join(tmp_path, 'report', 'ablation.json'))['runs'][0]
+    assert run['checkpoint'].endswith('epoch-0-iter-12.pth') and run['train_minutes'] > 0
+    assert log.read_text().count('Continuing from') == 0, 'the rerun trained nothing'

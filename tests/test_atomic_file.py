@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from types import SimpleNamespace
 
@@ -143,3 +144,23 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
         file.write('new')
     kept = sorted(name for name, (_, removed) in names.items() if not removed)
     assert sorted(os.listdir(tmp_path)) == sorted([*kept, 'result.txt'])
+
+
+@pytest.mark.parametrize('failing', ['mkstemp', 'replace'])
+def test_a_folder_turned_read_only_is_named_and_keeps_the_old_file(tmp_path, monkeypatch, failing):
+    path = tmp_path / 'metrics.json'
+    path.write_text('old')
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, 'Read-only file system')
+    target = tempfile if failing == 'mkstemp' else os
+    real = getattr(target, failing)
+    monkeypatch.setattr(target, failing, read_only)
+    monkeypatch.setattr(os, 'remove', read_only)  # the temporary, if any, cannot be removed either
+    with pytest.raises(OutputFolderError, match=f'^{tmp_path}: metrics.json cannot be written \\(Read-only file '
+                                                f'system\\); make the folder writable or choose another$') as error:
+        with atomic_write(str(path), 'w') as file:
+            file.write('new')
+    assert error.value.reason == 'Read-only file system'
+    monkeypatch.setattr(target, failing, real)
+    assert path.read_text() == 'old'

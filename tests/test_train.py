@@ -1,6 +1,7 @@
 """train.py: checkpoints and logs, learning, exact resume after a kill, torchrun with gloo, bad input."""
 import errno
 import os
+import re
 import shutil
 import signal
 import socket
@@ -405,3 +406,148 @@ def test_a_full_disk_under_the_tensorboard_log_is_one_line(monkeypatch):
     message = exit_info.value.code
     assert message.startswith('error: the disk is full ([Errno 28] No space left on device): free some space')
     assert '\n' not in message
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_run_says_so_and_writes_nothing(trained_checkpoint, tiny_synthetic):
+    out = os.path.dirname(os.path.dirname(trained_checkpoint))
+    before = {folder: sorted(os.listdir(os.path.join(out, folder))) for folder in ('checkpoint', 'log')}
+    result = run_script('train.py', *train_args(tiny_synthetic, out, '--resume', '--max-steps', '4'))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f'{trained_checkpoint} is at step 4, the --max-steps of this run: it is '
+                                     f'finished, nothing to train. Give a larger --max-steps to train further.')
+    for flags, message in ((['--max-steps', '3'], f'error: --max-steps 3 is behind checkpoint {trained_checkpoint}, '
+                                                  f'at step 4: give a --max-steps above 4 to train further'),
+                           (['--max-steps', '9', '--epoch-end', '0'], 'error: --epoch-end 0 is behind checkpoint')):
+        result = run_script('train.py', *train_args(tiny_synthetic, out, '--resume', *flags))
+        assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith(message)
+        assert 'Continuing from' not in result.stdout
+    assert {folder: sorted(os.listdir(os.path.join(out, folder))) for folder in before} == before
+
+
+@pytest.mark.slow
+def test_the_dataset_is_a_run_setting(trained_checkpoint, tiny_synthetic):
+    out = os.path.dirname(os.path.dirname(trained_checkpoint))
+    args = train_args(tiny_synthetic, out, '--resume', '--max-steps', '6')
+    args[args.index('--dataset-name') + 1] = 'synthetic-camouflage'
+    result = run_script('train.py', *args)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: --dataset-name synthetic-camouflage contradicts checkpoint {trained_checkpoint}, trained on '
+        f'--dataset-name videomatte240k: give --dataset-name videomatte240k to continue that run, or start a new one '
+        f'from its weights with --model-pretrain-initialization {trained_checkpoint} and another --model-name')
+    assert os.listdir(os.path.dirname(trained_checkpoint)) == ['epoch-0-iter-4.pth']
+
+
+@pytest.mark.slow
+def test_the_refiners_stage_never_writes_into_the_base_runs_folder(trained_checkpoint, tiny_synthetic):
+    out = os.path.dirname(os.path.dirname(trained_checkpoint))
+    result = run_script('train.py', *train_args(tiny_synthetic, out, '--model-refine', '--resolution', '128',
+                                                '--max-steps', '2', '--model-last-checkpoint', trained_checkpoint))
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --model-last-checkpoint {trained_checkpoint} starts a new run (the refiner's stage, or its weights "
+        f"only), which must not write into the folder of the run it comes from: choose another --model-name or "
+        f"--checkpoint-dir")
+    assert os.listdir(os.path.dirname(trained_checkpoint)) == ['epoch-0-iter-4.pth']
+
+
+@pytest.mark.slow
+def test_the_progress_bar_counts_to_the_steps_of_this_run(tiny_synthetic, tmp_path):
+    """6 steps per epoch; the bar ends where --max-steps does, also from a resumed step."""
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '2',
+                                                '--log-valid-interval', '0'))
+    assert result.returncode == 0, result.stderr
+    assert '2/2 [' in result.stderr and '/6 [' not in result.stderr
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '3', '--resume',
+                                                '--log-valid-interval', '0'))
+    assert result.returncode == 0, result.stderr
+    assert '| 2/3 [' in result.stderr and '3/3 [' in result.stderr and '/6 [' not in result.stderr
+
+
+@pytest.mark.slow
+def test_resume_from_a_checkpoint_whose_bytes_changed_names_it(trained_checkpoint, tiny_synthetic, tmp_path):
+    folder = tmp_path / 'checkpoint'
+    folder.mkdir()
+    data = bytearray(open(trained_checkpoint, 'rb').read())
+    data[len(data) // 2:len(data) // 2 + 4096] = b'\x7f' * 4096  # inside the tensors: torch.load does not notice
+    (folder / 'epoch-0-iter-4.pth').write_bytes(bytes(data))
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--resume', '--max-steps', '6'))
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert re.fullmatch(f'error: checkpoint {folder / "epoch-0-iter-4.pth"} is corrupt: the bytes of its record '
+                        f'[^ ]+/data/[0-9]+ no longer match the CRC-32 saved with them, so the file changed after it '
+                        f'was written; use another checkpoint', result.stderr.strip().splitlines()[-1])
+
+
+def run_train_with_fault(fault: str, *args: str) -> subprocess.CompletedProcess:
+    """train.py with `args`, run as a user would, after the Python code `fault` has patched in a failure that a test
+    cannot cause for real (a file system turning read-only, a full disk)."""
+    code = f"{fault}\nimport runpy, sys\nsys.argv[0] = 'train.py'\nrunpy.run_path('train.py', run_name='__main__')"
+    return subprocess.run([sys.executable, '-c', code, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def read_only_from_the_first_checkpoint(*folders: str) -> str:
+    """Fault code for run_train_with_fault: from the first checkpoint train.py writes on, no file can be made or
+    removed in `folders`, as on a file system turned read-only."""
+    return f"folders = {[os.path.abspath(folder) for folder in folders]!r}\n" + """
+import errno, os, tempfile
+real_mkstemp, real_remove, read_only = tempfile.mkstemp, os.remove, []
+def refuse_in_folders(path):
+    if read_only and (os.path.abspath(path) in folders or os.path.dirname(os.path.abspath(path)) in folders):
+        raise OSError(errno.EROFS, 'Read-only file system', path)
+def mkstemp(*args, dir=None, prefix='', **kwargs):
+    read_only.extend(['from the first checkpoint on'] if prefix.startswith('.epoch-') else [])
+    refuse_in_folders(dir or '')
+    return real_mkstemp(*args, dir=dir, prefix=prefix, **kwargs)
+def remove(path, *args, **kwargs):
+    refuse_in_folders(path)
+    return real_remove(path, *args, **kwargs)
+tempfile.mkstemp, os.remove = mkstemp, remove
+"""
+
+
+@pytest.mark.slow
+def test_a_checkpoint_folder_turned_read_only_mid_run_keeps_the_steps_in_the_log_folder(tiny_synthetic, tmp_path):
+    folder, log = tmp_path / 'checkpoint', tmp_path / 'log'
+    args = train_args(tiny_synthetic, str(tmp_path), '--max-steps', '6', '--checkpoint-interval', '3',
+                      '--log-valid-interval', '0')
+    result = run_train_with_fault(read_only_from_the_first_checkpoint(folder), *args)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: cannot write the checkpoint of step 3 into --checkpoint-dir {folder} (Read-only file system): saved '
+        f'{log / "epoch-0-iter-3.pth"} instead; move it into {folder} once that is writable, then --resume continues '
+        f'from it')
+    assert torch.load(log / 'epoch-0-iter-3.pth', map_location='cpu', weights_only=False)['step'] == 3
+    assert os.listdir(folder) == ['.lock'], 'the lock stays on the read-only folder; the next run takes it over'
+
+    shutil.rmtree(tmp_path)
+    result = run_train_with_fault(read_only_from_the_first_checkpoint(folder, log), *args)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: cannot write the checkpoint of step 3 into --checkpoint-dir {folder} (Read-only file system), nor '
+        f'into --log-dir {log} (Read-only file system): the steps after 0 are lost; make the folder writable (or free '
+        f'space), then --resume continues from the newest checkpoint')
+
+
+@pytest.mark.slow
+def test_a_full_log_disk_keeps_the_steps_done_in_the_checkpoint_folder(tiny_synthetic, tmp_path):
+    full_log = '''
+import errno
+from tensorboard.summary.writer import record_writer
+real_write, written = record_writer.RecordWriter.write, []
+def write(self, data):  # room for the event file's header and a few records, then the disk is full
+    written.append(data)
+    if len(written) > 4:
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    return real_write(self, data)
+record_writer.RecordWriter.write = write
+'''
+    result = run_train_with_fault(full_log, *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '6',
+                                                        '--checkpoint-interval', '100', '--log-valid-interval', '0'))
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: --log-dir {tmp_path / "log"}: cannot write the TensorBoard log (No space left on device): free some '
+        f'space or choose another --log-dir, then --resume continues from the newest checkpoint')
+    saved = os.listdir(tmp_path / 'checkpoint')
+    assert len(saved) == 1 and f'stopped as the log cannot be written: saved {tmp_path / "checkpoint" / saved[0]}' \
+        in result.stdout
