@@ -62,7 +62,7 @@ from atomic_file import atomic_write  # noqa: E402
 from checkpoint import newest_checkpoint, step_of  # noqa: E402
 from data_path import SYNTHETIC_STYLES  # noqa: E402
 from dataset import make_dataset  # noqa: E402
-from dataset.synthetic import EVAL_FRAMES  # noqa: E402
+from dataset.synthetic import EVAL_CLIPS, EVAL_FRAMES  # noqa: E402
 from devices import device_name, low_precision_dtype, open_device  # noqa: E402
 from errors import UserError  # noqa: E402
 from loss import PHA_LOSSES  # noqa: E402
@@ -227,6 +227,9 @@ def check_flags(args: argparse.Namespace) -> None:
     if not 0 <= args.camouflage_strength[0] <= args.camouflage_strength[1] <= 1 \
             or not all(0 <= strength <= 1 for strength in args.test_strengths):
         raise UserError('--camouflage-strength LOW HIGH: use 0 <= LOW <= HIGH <= 1; --test-strengths within 0..1')
+    if max(args.valid_clips, args.test_clips) > EVAL_CLIPS:
+        raise UserError(f'--valid-clips and --test-clips: the synthetic valid and test splits have {EVAL_CLIPS} clips '
+                        f'each: use 1 to {EVAL_CLIPS}')
     if os.path.exists(args.report_dir) and not os.path.isdir(args.report_dir):
         raise UserError(f'--report-dir {args.report_dir} is a file: choose a folder')
 

@@ -182,7 +182,8 @@ def test_failing_training_names_its_log(tmp_path):
 
 @pytest.mark.parametrize('flags, named', [(['--steps', '0'], '--steps'),
                                           (['--camouflage-strength', '0.8', '0.2'], '--camouflage-strength'),
-                                          (['--test-strengths', '1', '1.5'], '--test-strengths')])
+                                          (['--test-strengths', '1', '1.5'], '--test-strengths'),
+                                          (['--valid-clips', '33'], '--valid-clips')])
 def test_bad_budget_is_refused(tmp_path, flags, named):
     result = run_script('scripts/ablation.py', *ablation_args(str(tmp_path), *flags))
     assert result.returncode != 0 and named in result.stderr
