@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 from tqdm import tqdm
@@ -33,6 +33,7 @@ from checkpoint import (FolderLock, is_training_checkpoint, newest_checkpoint, r
                         remove_old_checkpoints, save_checkpoint, set_random_states)
 from data_path import DATASETS
 from dataset import DatasetError, make_dataset
+from dataset.loader import TrainLoader
 from devices import DeviceError, device_name, low_precision_dtype, make_grad_scaler, open_device, reuse_freed_cpu_memory
 from errors import UserError
 from images import green_screen_composite
@@ -249,8 +250,11 @@ def parameter_groups(model: MattingBase, args: argparse.Namespace) -> list[dict]
 def train_epochs(run: Run, dataset, valid_dataset, position: Position, batches_per_epoch: int) -> int:
     """Epochs from `position` to --epoch-end or --max-steps, a checkpoint at the end of each; train()'s status."""
     stop = StopRequest()
+    # Built once: its workers persist across epochs.
+    loader = TrainLoader(dataset, run.args.batch_size, run.args.num_workers, run.device, run.args.seed,
+                         worker_init_fn=leave_stop_signals_to_the_main_process)
     while position.epoch < run.args.epoch_end and not reached(position.step, run.args.max_steps):
-        ended_by = train_epoch(run, dataset, valid_dataset, position, stop, batches_per_epoch)
+        ended_by = train_epoch(run, dataset, loader, valid_dataset, position, stop, batches_per_epoch)
         if ended_by == 'interrupted':
             return 128 + stop.signal
         if ended_by == 'end of epoch':
@@ -266,21 +270,16 @@ def train_epochs(run: Run, dataset, valid_dataset, position: Position, batches_p
     return 0
 
 
-def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'StopRequest',
+def train_epoch(run: Run, dataset, loader: TrainLoader, valid_dataset, position: Position, stop: 'StopRequest',
                 batches_per_epoch: int) -> str:
     """Train from `position` on until the end of its epoch, --max-steps or a stop request, logging and saving
     checkpoints on the way. Returns what ended it: 'end of epoch', 'max steps' or 'interrupted'."""
     args = run.args
     run.model.train()
-    dataset.set_epoch(position.epoch)
     indices = epoch_indices(len(dataset), position.epoch, args.seed, run.rank, run.world_size)
-    sampler = indices[position.batch_in_epoch * args.batch_size:]  # a resumed epoch skips the batches done
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                        num_workers=args.num_workers, pin_memory=run.device.type == 'cuda', drop_last=True,
-                        generator=torch.Generator().manual_seed(args.seed + position.epoch),
-                        worker_init_fn=leave_stop_signals_to_the_main_process)
-    progress = tqdm(loader, initial=position.batch_in_epoch, total=batches_per_epoch, disable=run.rank != 0,
-                    desc=f'epoch {position.epoch}', dynamic_ncols=True)
+    remaining = indices[position.batch_in_epoch * args.batch_size:]  # a resumed epoch skips the batches done
+    progress = tqdm(loader.epoch(position.epoch, remaining), initial=position.batch_in_epoch,
+                    total=batches_per_epoch, disable=run.rank != 0, desc=f'epoch {position.epoch}', dynamic_ncols=True)
     batches = iter(progress)
     while True:
         try:
@@ -291,13 +290,14 @@ def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'Sto
             if position.saved_step != position.step:
                 save(run, position, 'stopped by a data error')
             raise
-        true_fgr, true_pha, true_bgr = (x.to(run.device, non_blocking=True) for x in (true_fgr, true_pha, true_bgr))
         true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
         predictions, losses = train_step(run, position, true_src, true_pha, true_fgr)
         position.step += 1
         position.batch_in_epoch += 1
         progress.set_postfix(step=position.step, loss=f"{losses['total'].item():.4f}")
         log_step(run, position.step, losses, true_src, true_pha, predictions)
+        if run.writer and position.step % args.log_train_loss_interval == 0:
+            run.writer.add_scalar('train/data_wait_share', loader.wait_share(), position.step)
         if valid_dataset is not None and position.step % args.log_valid_interval == 0:
             if run.writer:
                 log_validation(run.writer, bare_model(run.model), valid_dataset, run.device, run.amp_dtype,
