@@ -12,6 +12,7 @@
   On the CPU the workers finish their items as before: there the main process trains, and every cycle it spends on
   the data is one the model does not get.
 """
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -98,7 +99,8 @@ class TrainLoader:
         """The batches of dataset items `indices` (an epoch's order, or what is left of it after a resume) in
         `epoch`. A DatasetError of an item is raised here, as it is of the batch."""
         self.sampler.set_epoch_indices(epoch, indices)
-        batches = iter(self.loader)
+        with one_opencv_thread():  # the workers fork here, in the first epoch
+            batches = iter(self.loader)
         while True:
             started = time.perf_counter()
             try:
@@ -128,6 +130,19 @@ def generator_from_state(state: torch.Tensor) -> torch.Generator:
     # (a segmentation fault with torch 2.14).
     generator.set_state(state.clone())
     return generator
+
+
+@contextlib.contextmanager
+def one_opencv_thread() -> Iterator[None]:
+    """OpenCV's thread pool at one thread in this process meanwhile. Around the fork of DataLoader workers: a child
+    that resizes a pool it inherited deadlocks (fork copies the pool's condition variables but not its threads), and
+    a one-thread pool has nothing to resize."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def start_worker(worker_init_fn: Callable[[int], None] | None, worker_id: int) -> None:
