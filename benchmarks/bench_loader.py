@@ -167,7 +167,7 @@ def run_epoch(loader: BenchLoader, epoch: int, indices: list[int], workers: int,
         batch = next(batches)
         if index == steady_from:
             started = time.perf_counter()
-        received_bytes += sum(x.numel() * x.element_size() for x in batch)
+        received_bytes += batch_bytes(batch)
         finish_started = time.process_time()
         finish(batch)
         finish_seconds += time.process_time() - finish_started
@@ -190,6 +190,15 @@ def run_epoch(loader: BenchLoader, epoch: int, indices: list[int], workers: int,
             'main_cpu_ms_per_clip_finishing': 1e3 * finish_seconds / clips,
             'bytes_per_clip': received_bytes / clips,
             'threads_per_worker': max(threads, default=0)}
+
+
+def batch_bytes(batch) -> int:
+    """Bytes of the tensors and byte strings in a collated batch (a list of tensors, or of lists of bytes)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.numel() * batch.element_size()
+    if isinstance(batch, bytes):
+        return len(batch)
+    return sum(batch_bytes(part) for part in batch)
 
 
 def children_cpu_seconds() -> dict[int, float]:

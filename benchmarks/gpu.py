@@ -56,7 +56,7 @@ def main() -> None:
         sys.exit(f'error: {error}')
     if args.train_seconds <= 0 or args.warmup_steps < 0:
         sys.exit('error: --train-seconds must be above 0 and --warmup-steps 0 or more')
-    prefix = os.path.join(args.results_dir, device_slug(device_name(device)))
+    prefix = os.path.join(args.results_dir, device_slug(device))
     failed = []
     started = time.perf_counter()
     for part in args.parts:
@@ -79,9 +79,12 @@ class PartError(Exception):
     """A part that did not give its result: the message says why."""
 
 
-def device_slug(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3', as benchmarks/results/ names files."""
-    return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')
+def device_slug(device: torch.device) -> str:
+    """The device as benchmarks/results/ names files: 'nvidia-h100-80gb-hbm3' for an NVIDIA H100 80GB HBM3,
+    'cpu-amd-epyc-2core' for a 2-core AMD EPYC."""
+    name = re.sub(r', (\d+) cores$', r' \1core', device_name(device))
+    slug = re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')
+    return f'cpu-{slug}' if device.type == 'cpu' else slug
 
 
 def run_benchmark(script: str, arguments: list[str], timeout: float) -> dict:
