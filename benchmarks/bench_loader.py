@@ -15,9 +15,9 @@ batches); the loaders' runs alternate, so that the machine's changing load falls
 runs after one warm-up run are reported. clips/s counts from the arrival of the first batch after each worker's first
 (the pipeline full) to the last batch, after the device has finished it. CPU times come from /proc: the workers'
 (summed over the epoch, their start included where a loader starts them) and the main process's (all its threads:
-receiving, pinning, and for the device path the finishing; receiving and finishing also apart: on a GPU the
-finishing is kernel launches, on the CPU it is the work itself). Bytes per clip: of the batches as the workers send
-them.
+receiving, pinning, and for the device path the finishing), and apart: receiving (the main thread's CPU time in
+the DataLoader's next(), with 0 workers the loading itself) and finishing (the process's CPU time in it: on a GPU
+kernel launches, on the CPU the work itself). Bytes per clip: of the batches as the workers send them.
 Linux only (/proc). Prints one JSON object. Example: python benchmarks/bench_loader.py --workers 0 2 --runs 5
 """
 import argparse
@@ -163,8 +163,11 @@ def run_epoch(loader: BenchLoader, epoch: int, indices: list[int], workers: int,
     finish_seconds = 0.0
     received_bytes = 0
     steady_from = max(workers, 1)  # each worker's first batch is the ramp-up
+    receive_seconds = 0.0
     for index in range(count):
+        receive_started = time.thread_time()
         batch = next(batches)
+        receive_seconds += time.thread_time() - receive_started
         if index == steady_from:
             started = time.perf_counter()
         received_bytes += batch_bytes(batch)
@@ -186,10 +189,28 @@ def run_epoch(loader: BenchLoader, epoch: int, indices: list[int], workers: int,
     return {'clips_per_second': (count - steady_from) * loader.batch_size / (ended - started),
             'worker_cpu_ms_per_clip': 1e3 * worker_seconds / clips,
             'main_cpu_ms_per_clip': 1e3 * main_seconds / clips,
-            'main_cpu_ms_per_clip_receiving': 1e3 * (main_seconds - finish_seconds) / clips,
+            'main_cpu_ms_per_clip_receiving': 1e3 * receive_seconds / clips,
             'main_cpu_ms_per_clip_finishing': 1e3 * finish_seconds / clips,
             'bytes_per_clip': received_bytes / clips,
             'threads_per_worker': max(threads, default=0)}
+
+
+def readme_table(output: dict, workers: int) -> list[str]:
+    """README's table (markdown lines) of one worker count of a printed result: each loader's figures, and the ratios
+    to today's loader."""
+    lines = ['| loader | clips/s | worker CPU ms/clip | main CPU ms/clip receiving | main CPU ms/clip finishing | '
+             'MB/clip | threads/worker |', '| --- | --- | --- | --- | --- | --- | --- |']
+    for name, figures in output['results'][f'workers_{workers}'].items():
+        ratios = figures.get('ratio_to_today', {})
+
+        def cell(key: str, digits: int, scale: float = 1) -> str:
+            ratio = f" ({ratios[key]:.2f}x)" if ratios.get(key) is not None else ''
+            return f'{figures[key] * scale:.{digits}f}{ratio}'
+        finishing = figures['main_cpu_ms_per_clip_finishing']
+        lines.append(f"| {name} | {cell('clips_per_second', 2)} | {cell('worker_cpu_ms_per_clip', 1)} | "
+                     f"{cell('main_cpu_ms_per_clip_receiving', 2)} | {finishing:.1f} | "
+                     f"{cell('bytes_per_clip', 2, 1e-6)} | {figures['threads_per_worker']} |")
+    return lines
 
 
 def batch_bytes(batch) -> int:

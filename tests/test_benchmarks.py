@@ -4,6 +4,7 @@ import glob
 import json
 import multiprocessing
 import os
+import re
 import sys
 
 import pytest
@@ -87,3 +88,23 @@ def test_a_dead_inference_benchmark_worker_ends_the_run_with_its_exit_code():
     worker_connection.close()
     with pytest.raises(SystemExit, match=r'a benchmark worker process failed \(exit code 3\)'):
         bench_inference.receive(worker, connection)
+
+
+def readme() -> str:
+    with open(os.path.join(REPO, 'README.md')) as file:
+        return file.read()
+
+
+def test_readme_loader_table_is_the_recorded_json():
+    import bench_loader
+    with open(os.path.join(REPO, 'benchmarks', 'results', 'cpu-amd-epyc-2core-loader-paths.json')) as file:
+        output = json.load(file)
+    assert '\n'.join(bench_loader.readme_table(output, 2)) in readme()
+    assert f"`{output['command']}`" in readme().replace('\n', ' ')
+
+
+def test_readme_gpu_run_command_uses_real_flags():
+    commands = [line for line in readme().splitlines() if 'python benchmarks/gpu.py' in line]
+    assert commands
+    flags = {flag for line in commands for flag in re.findall(r'(--[a-z-]+)', line.split('gpu.py', 1)[1])}
+    assert flags and flags <= set(gpu.parser._option_string_actions)
