@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 from tqdm import tqdm
@@ -35,8 +35,9 @@ from checkpoint import (FolderLock, is_training_checkpoint, newest_checkpoint, r
 from cpu_threads import CPU_THREADS_HELP, FreeCoreThreads, thread_count_flag
 from data_path import DATASETS
 from dataset import DatasetError, make_dataset
+from dataset.loader import TrainLoader
 from devices import DeviceError, device_name, low_precision_dtype, make_grad_scaler, open_device, reuse_freed_cpu_memory
-from errors import UserError
+from errors import UserError, leave_stop_signals_to_the_main_process
 from images import green_screen_composite
 from loss import PHA_LOSSES, matting_loss, refine_loss
 from model import BACKBONES, MattingBase, MattingRefine
@@ -269,8 +270,11 @@ def parameter_groups(model: MattingBase, args: argparse.Namespace) -> list[dict]
 def train_epochs(run: Run, dataset, valid_dataset, position: Position, batches_per_epoch: int) -> int:
     """Epochs from `position` to --epoch-end or --max-steps, a checkpoint at the end of each; train()'s status."""
     stop = StopRequest()
+    # Built once: its workers persist across epochs.
+    loader = TrainLoader(dataset, run.args.batch_size, run.args.num_workers, run.device, run.args.seed,
+                         worker_init_fn=leave_stop_signals_to_the_main_process)
     while position.epoch < run.args.epoch_end and not reached(position.step, run.args.max_steps):
-        ended_by = train_epoch(run, dataset, valid_dataset, position, stop, batches_per_epoch)
+        ended_by = train_epoch(run, dataset, loader, valid_dataset, position, stop, batches_per_epoch)
         if ended_by == 'interrupted':
             return 128 + stop.signal
         if ended_by == 'end of epoch':
@@ -290,31 +294,29 @@ def train_epochs(run: Run, dataset, valid_dataset, position: Position, batches_p
     return 0
 
 
-def train_epoch(run: Run, dataset, valid_dataset, position: Position, stop: 'StopRequest',
+def train_epoch(run: Run, dataset, loader: TrainLoader, valid_dataset, position: Position, stop: 'StopRequest',
                 batches_per_epoch: int) -> str:
     """Train from `position` on until the end of its epoch, --max-steps or a stop request, logging and saving
     checkpoints on the way. Returns what ended it: 'end of epoch', 'max steps' or 'interrupted'."""
     args = run.args
     run.model.train()
-    dataset.set_epoch(position.epoch)
     indices = epoch_indices(len(dataset), position.epoch, args.seed, run.rank, run.world_size)
-    sampler = indices[position.batch_in_epoch * args.batch_size:]  # a resumed epoch skips the batches done
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                        num_workers=args.num_workers, pin_memory=run.device.type == 'cuda', drop_last=True,
-                        generator=torch.Generator().manual_seed(args.seed + position.epoch),
-                        worker_init_fn=leave_stop_signals_to_the_main_process)
+    remaining = indices[position.batch_in_epoch * args.batch_size:]  # a resumed epoch skips the batches done
     # Counted by hand, not by iterating: a bar over the loader would miss the step that ends the run.
     progress = tqdm(initial=position.batch_in_epoch,
                     total=batches_this_epoch(position, batches_per_epoch, args.max_steps), disable=run.rank != 0,
                     desc=f'epoch {position.epoch}', dynamic_ncols=True)
     try:
-        return train_batches(run, valid_dataset, position, stop, iter(loader), progress)
+        batches = iter(loader.epoch(position.epoch, remaining))
+        return train_batches(run, valid_dataset, position, stop, loader, batches, progress)
     finally:
         progress.close()  # before an error's line, not after it at exit
 
 
-def train_batches(run: Run, valid_dataset, position: Position, stop: 'StopRequest', batches, progress: tqdm) -> str:
-    """train_epoch's steps, one per batch of `batches`, counted on `progress`; train_epoch's result."""
+def train_batches(run: Run, valid_dataset, position: Position, stop: 'StopRequest', loader: TrainLoader, batches,
+                  progress: tqdm) -> str:
+    """train_epoch's steps, one per batch of `batches` (from `loader`), counted on `progress`; train_epoch's
+    result."""
     args = run.args
     while True:
         try:
@@ -325,7 +327,6 @@ def train_batches(run: Run, valid_dataset, position: Position, stop: 'StopReques
             if position.saved_step != position.step:
                 save(run, position, 'stopped by a data error')
             raise
-        true_fgr, true_pha, true_bgr = (x.to(run.device, non_blocking=True) for x in (true_fgr, true_pha, true_bgr))
         true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
         predictions, losses = train_step(run, position, true_src, true_pha, true_fgr)
         run.threads.update()
@@ -335,6 +336,8 @@ def train_batches(run: Run, valid_dataset, position: Position, stop: 'StopReques
         progress.update()
         try:
             log_step(run, position.step, losses, true_src, true_pha, predictions)
+            if run.writer and position.step % args.log_train_loss_interval == 0:
+                run.writer.add_scalar('train/data_wait_share', loader.wait_share(), position.step)
             if valid_dataset is not None and position.step % args.log_valid_interval == 0:
                 if run.writer:
                     log_validation(run.writer, bare_model(run.model), valid_dataset, run.device, run.amp_dtype,
@@ -691,13 +694,6 @@ class StopRequest:
         if requested and not self.signal:
             self.signal = signal.SIGTERM  # another process received it
         return requested
-
-
-def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
-    """DataLoader workers ignore SIGINT and SIGTERM (a Ctrl-C or a kill reaches the whole process group): the main
-    process finishes its step and saves a checkpoint, which needs the workers alive until then."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @torch.no_grad()

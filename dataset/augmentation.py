@@ -10,7 +10,7 @@ import math
 import cv2
 import numpy as np
 import torch
-from kornia.enhance import adjust_contrast_with_mean_subtraction, adjust_saturation_with_gray_subtraction
+from kornia.enhance import adjust_contrast_with_mean_subtraction, adjust_hue, adjust_saturation_with_gray_subtraction
 from kornia.geometry.transform import get_affine_matrix2d
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
@@ -118,14 +118,30 @@ class MotionAugmentation:
     def __call__(self, fgr: torch.Tensor, pha: torch.Tensor, bgr: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """fgr (T, 3, H, W), pha (T, 1, H, W) and bgr (T or 1, 3, H', W'), all uint8 in 0..255 or all float in
-        0..1, to float32 (T, C, size, size), or (T, C, H, W) when size is None, in 0..1."""
+        0..1, to float32 (T, C, size, size), or (T, C, H, W) when size is None, in 0..1: geometry() then
+        appearance(), drawing from `generator` in that order."""
+        return self.appearance(*self.geometry(fgr, pha, bgr, generator), generator)
+
+    def geometry(self, fgr: torch.Tensor, pha: torch.Tensor, bgr: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The motion, crop and flip of __call__'s inputs, in their own dtype: (T, C, size, size), or (T, C, H, W)
+        when size is None. uint8 stays uint8 (a quarter of float32's bytes to send from a DataLoader worker)."""
         steps, _, height, width = fgr.shape
         out_size = (self.size, self.size) if self.size else (height, width)
         fgr_matrix, bgr_matrix = self._matrices(steps, fgr.shape[-2:], bgr.shape[-2:], out_size, generator)
         fgr = warp_frames(fgr, fgr_matrix, out_size, cv2.BORDER_CONSTANT)
         pha = warp_frames(pha, fgr_matrix, out_size, cv2.BORDER_CONSTANT)
         bgr = warp_frames(bgr, bgr_matrix, out_size, cv2.BORDER_REFLECT_101)
+        return fgr, pha, bgr
 
+    def appearance(self, fgr: torch.Tensor, pha: torch.Tensor, bgr: torch.Tensor,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The appearance changes of geometry()'s outputs (uint8 in 0..255 or float in 0..1, all three (T, C, S, S)
+        on any one device) -> float32 in 0..1 on that device. `generator` is a CPU generator in the state geometry()
+        left it: its state can travel with the uint8 frames, so that another process or device continues it."""
+        steps = len(fgr)
+        fgr, pha, bgr = (image.float().div_(255) if image.dtype == torch.uint8 else image.float()
+                         for image in (fgr, pha, bgr))
         if uniform(generator) < self.prob_noise:
             fgr, bgr = motion_noise(generator, fgr, bgr)
         if self.shared_appearance:
@@ -210,11 +226,12 @@ def valid_augmentation(size: int | None) -> MotionAugmentation:
 
 def warp_frames(images: torch.Tensor, matrices: torch.Tensor, size: tuple[int, int], border: int) -> torch.Tensor:
     """images (T or 1, C, H, W), C <= 4, uint8 in 0..255 or float in 0..1, each warped bilinearly by its (T, 3, 3)
-    pixel matrix (input to output; pixel centres at integers) to size (h, w) -> float32 (T, C, h, w) in 0..1.
+    pixel matrix (input to output; pixel centres at integers) to size (h, w) -> (T, C, h, w): uint8 in 0..255 for
+    uint8 images, else float32 in 0..1.
     Outside the input: zeros (cv2.BORDER_CONSTANT) or the mirror image (cv2.BORDER_REFLECT_101).
 
     OpenCV's warp on the frames' own dtype, because it is several times faster than grid sampling on the CPU, and
-    uint8 frames then become float only at the (smaller) output size.
+    uint8 frames become float only at the (smaller) output size, in MotionAugmentation.appearance.
     """
     height, width = size
     frames = images.permute(0, 2, 3, 1).numpy()
@@ -225,7 +242,7 @@ def warp_frames(images: torch.Tensor, matrices: torch.Tensor, size: tuple[int, i
         warped[t] = cv2.warpAffine(frame, matrix[:2], (width, height), flags=cv2.INTER_LINEAR,
                                    borderMode=border).reshape(height, width, -1)
     warped = torch.from_numpy(warped).permute(0, 3, 1, 2)
-    return warped.float().div_(255) if images.dtype == torch.uint8 else warped.float().contiguous()
+    return warped if images.dtype == torch.uint8 else warped.float().contiguous()
 
 
 def random_affine_params(generator: torch.Generator, scale_range: tuple[float, float]) -> torch.Tensor:
@@ -256,14 +273,15 @@ def hflip_matrix(width: int) -> torch.Tensor:
 
 
 def motion_noise(generator: torch.Generator, *images: torch.Tensor) -> list[torch.Tensor]:
-    """Film grain of a random size (1..4 pixels), colour or monochrome, on each (T, C, H, W) image."""
+    """Film grain of a random size (1..4 pixels), colour or monochrome, on each (T, C, H, W) image (any device; the
+    grain is drawn on the CPU from `generator`)."""
     grain = uniform(generator, 1, 4)
     monochrome = uniform(generator) < 0.5
     noisy = []
     for image in images:
         steps, channels, height, width = image.shape
         shape = (steps, 1 if monochrome else channels, max(1, round(height / grain)), max(1, round(width / grain)))
-        noise = torch.randn(shape, generator=generator) * uniform(generator, 0, 0.2) / grain
+        noise = (torch.randn(shape, generator=generator) * uniform(generator, 0, 0.2) / grain).to(image.device)
         noise = F.interpolate(noise, size=(height, width), mode='bilinear', align_corners=False)
         noisy.append((image + noise).clamp(0, 1))
     return noisy
@@ -274,7 +292,7 @@ def motion_color_jitter(generator: torch.Generator, image: torch.Tensor) -> torc
     (torchvision's definitions, with kornia's per-frame factors)."""
     start, end = torch.randn(2, 4, generator=generator) * 0.1
     progress = random_progress(generator, len(image))[:, None] * uniform(generator, 0, 0.2)
-    brightness, contrast, saturation, hue = (start + (end - start) * progress).T
+    brightness, contrast, saturation, hue = (start + (end - start) * progress).T.to(image.device)
     image = (image * (1 + brightness).clamp(min=0.1)[:, None, None, None]).clamp_(0, 1)
     image = adjust_contrast_with_mean_subtraction(image, (1 + contrast).clamp(min=0.1))
     image = adjust_saturation_with_gray_subtraction(image, (1 + saturation).clamp(min=0.1))
@@ -284,9 +302,11 @@ def motion_color_jitter(generator: torch.Generator, image: torch.Tensor) -> torc
 def rotate_hue(image: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     """image (T, 3, H, W) RGB float in 0..1 with each frame's hue rotated by turns (T,), fractions of the hue circle.
 
-    kornia.enhance.adjust_hue's HSV rotation (the same values to ~1e-6), through OpenCV's colour conversions, which
-    are an order of magnitude faster on the CPU than kornia's tensor arithmetic.
+    kornia.enhance.adjust_hue's HSV rotation; on the CPU through OpenCV's colour conversions (the same values to
+    ~1e-6), which are an order of magnitude faster there than kornia's tensor arithmetic.
     """
+    if image.device.type != 'cpu':
+        return adjust_hue(image, turns.to(image.device) * 2 * math.pi)
     frames = image.permute(0, 2, 3, 1).contiguous().numpy()
     rotated = np.empty_like(frames)
     for t, turn in enumerate(turns.tolist()):

@@ -81,6 +81,13 @@ class VideoMatte240KDataset(Dataset):
         return len(self.index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fgr, pha, bgr, generator = self.warped_item(index)
+        return self.augmentation.appearance(fgr, pha, bgr, generator)
+
+    def warped_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator]:
+        """Item `index` before its appearance changes: uint8 (fgr, pha, bgr) in 0..255, shaped as the item, after
+        the augmentation's geometry, and the item's generator in the state the appearance changes draw from.
+        augmentation.appearance(*warped_item(index)) is item `index` (dataset/loader.py runs it on the GPU)."""
         clip_idx, start = self.index[index]
         generator = seeded_generator(self.seed, self.epoch, index)
         frames = self.frame_sampler(len(self.frames[clip_idx]), start, self.seq_length, generator)
@@ -95,7 +102,7 @@ class VideoMatte240KDataset(Dataset):
         background = self.backgrounds[self._background_idx(clip_idx, generator)]
         bgr = read_image(os.path.join(self.background_dir, background), 'RGB', cover or (fgr.shape[-1], fgr.shape[-2]),
                          self.reduced_decoding, remedy='replace or delete this background')
-        return self.augmentation(fgr, pha, bgr[None], generator)
+        return *self.augmentation.geometry(fgr, pha, bgr[None], generator), generator
 
     def _frame_path(self, part: str, clip_idx: int, frame: str) -> str:
         return os.path.join(self.videomatte_dir, part, self.clips[clip_idx], frame)

@@ -149,3 +149,17 @@ def test_rotate_hue_matches_kornia_adjust_hue():
     turns = torch.tensor([0.0, 0.01, -0.2, 0.45])
     expected = adjust_hue(image, turns * 2 * math.pi)
     torch.testing.assert_close(rotate_hue(image, turns), expected, atol=1e-5, rtol=0)
+
+
+def test_geometry_keeps_uint8_and_appearance_continues_from_the_generator_state():
+    fgr, pha, bgr = ((image * 255).round().to(torch.uint8) for image in sequence())
+    augmentation = MotionAugmentation(32, prob_fgr_affine=1, prob_bgr_affine=1, prob_noise=1, prob_color_jitter=1,
+                                      prob_grayscale=0, prob_sharpness=1, prob_blur=1, prob_hflip=0.5, prob_pause=1)
+    expected = augmentation(fgr, pha, bgr, generator(5))
+    first = generator(5)
+    warped = augmentation.geometry(fgr, pha, bgr, first)
+    assert all(image.dtype == torch.uint8 and image.shape[-2:] == (32, 32) for image in warped)
+    continued = torch.Generator()
+    continued.set_state(first.get_state())  # as the state travels from a DataLoader worker with its uint8 frames
+    for got, want in zip(augmentation.appearance(*warped, continued), expected):
+        assert got.dtype == torch.float32 and torch.equal(got, want)

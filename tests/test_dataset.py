@@ -2,6 +2,7 @@
 import importlib
 import os
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 import data_path
 from dataset import DatasetError, make_dataset
 from dataset.augmentation import TrainFrameSampler, ValidFrameSampler, valid_augmentation
+from dataset.loader import TrainLoader
 from dataset.synthetic import random_palette, texture
 from dataset.video_matte import VideoMatte240KDataset, read_image
 
@@ -286,3 +288,62 @@ def test_bad_background_index_and_sequence_length(tmp_path):
 def test_crop_size_below_one_pixel(tiny_synthetic, resolution):
     with pytest.raises(DatasetError, match=f'--resolution {resolution}: use a crop size of 1 pixel or more'):
         on_disk(tiny_synthetic, 'train', 2, resolution)
+
+
+def todays_batches(dataset, epoch: int, indices: list[int], batch_size: int) -> list:
+    """The batches of the loader train.py had before TrainLoader: a DataLoader per epoch after set_epoch."""
+    dataset.set_epoch(epoch)
+    return list(DataLoader(dataset, batch_size, sampler=indices, drop_last=True))
+
+
+def assert_same_batches(got: list, expected: list) -> None:
+    assert len(got) == len(expected)
+    for got_batch, expected_batch in zip(got, expected):
+        for got_tensor, expected_tensor in zip(got_batch, expected_batch):
+            assert got_tensor.dtype == torch.float32
+            torch.testing.assert_close(got_tensor, expected_tensor, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('finish_on_device', [False, True])
+def test_train_loader_gives_todays_batches_epoch_after_epoch(tiny_synthetic, finish_on_device):
+    data = on_disk(tiny_synthetic, 'train', 3, 32, seed=2)
+    loader = TrainLoader(data, 2, 2, torch.device('cpu'), finish_on_device=finish_on_device)
+    assert loader.loader.persistent_workers
+    for epoch in (0, 1):  # epoch 1 from the same workers: the epoch reaches them with the sampler's items
+        indices = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch)).tolist()
+        assert_same_batches(list(loader.epoch(epoch, indices)), todays_batches(data, epoch, indices, 2))
+    assert 0 <= loader.wait_share() <= 1
+
+
+def test_train_loader_resumed_mid_epoch_gives_the_uninterrupted_batches(tiny_synthetic):
+    data = on_disk(tiny_synthetic, 'train', 3, 32)
+    indices = list(range(len(data)))[::-1]
+    uninterrupted = TrainLoader(data, 2, 1, torch.device('cpu'), finish_on_device=True)
+    list(uninterrupted.epoch(0, indices))
+    batches = list(uninterrupted.epoch(1, indices))
+    resumed = TrainLoader(data, 2, 1, torch.device('cpu'), finish_on_device=True)  # a new process, as --resume
+    assert_same_batches(list(resumed.epoch(1, indices[2 * 2:])), batches[2:])
+
+
+class ThreadCounts(torch.utils.data.Dataset):
+    """Items (OpenCV threads, torch threads, epoch) as a DataLoader worker sees them."""
+
+    def __init__(self):
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
+        return torch.tensor([cv2.getNumThreads(), torch.get_num_threads(), self.epoch]),
+
+
+def test_train_loader_workers_run_one_opencv_and_one_torch_thread():
+    loader = TrainLoader(ThreadCounts(), 2, 2, torch.device('cpu'))
+    for epoch in (3, 4):
+        for batch, in loader.epoch(epoch, range(4)):
+            assert batch.tolist() == [[1, 1, epoch]] * 2
+
