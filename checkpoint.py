@@ -5,8 +5,8 @@ A checkpoint is <checkpoint-dir>/epoch-E-iter-S.pth (S counts all steps), a dict
     args (train.py's flags), backbone, architecture ('MattingBase', or 'MattingRefine' with refiner.* weights: train.py
     --model-refine), random_states (torch, numpy, python, and cuda where present)
 written atomically, so that a crash never leaves a truncated one; read_checkpoint refuses one whose bytes no longer
-match the CRC-32 that torch.save stored with each tensor (changed_record). Bare state dicts (the original project's, BackgroundMattingV2's) are read too: model/utils.py
-loads the weights of either.
+match the CRC-32 that torch.save stored with each tensor (changed_record). Bare state dicts (the original
+project's, BackgroundMattingV2's) are read too: model/utils.py loads the weights of either.
 """
 import argparse
 import contextlib

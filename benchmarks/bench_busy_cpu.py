@@ -59,7 +59,8 @@ def main() -> None:
     medians = {condition: {mode: statistics.median(times) for mode, times in by_mode.items()}
                for condition, by_mode in seconds.items()}
     print(json.dumps({
-        'device': device_name('cpu'), 'command': shlex.join(command), 'steps': args.steps, 'hogs': args.hogs,
+        'benchmark': 'busy_cpu', 'device': device_name('cpu'), 'command': shlex.join(command), 'steps': args.steps,
+        'hogs': args.hogs,
         'threads_fixed_at': os.cpu_count(), 'load_average_1min_before_after': [load_before[0], os.getloadavg()[0]],
         'seconds_per_step': seconds, 'median_seconds_per_step': medians,
         'busy_over_idle': {mode: medians['busy'][mode] / medians['idle'][mode] for mode in MODES},

@@ -11,10 +11,10 @@ augmentation) at --resolution through three loaders, each with every --workers c
     device path  TrainLoader as train.py makes it on a GPU: the workers send uint8 frames after the geometry and the
                  item's generator state; the main process converts and applies the appearance changes on --device
 A run is one epoch of --clips-per-run clips (default: 6 x --batch-size x max(workers, 1), so that every worker makes
-several batches); the loaders' runs alternate, so that the machine's changing load falls on each, and the medians of --runs
-runs after one warm-up run are reported. clips/s counts from the arrival of the first batch after each worker's first
-(the pipeline full) to the last batch, after the device has finished it. CPU times: the workers' from /proc (summed
-over the epoch, their start included where a loader starts them), the main process's (all its threads:
+several batches); the loaders' runs alternate, so that the machine's changing load falls on each, and the medians of
+--runs runs after one warm-up run are reported. clips/s counts from the arrival of the first batch after each
+worker's first (the pipeline full) to the last batch, after the device has finished it. CPU times: the workers' from
+/proc (summed over the epoch, their start included where a loader starts them), the main process's (all its threads:
 receiving, pinning, and for the device path the finishing), and apart: receiving (the main thread's CPU time in
 the DataLoader's next(), with 0 workers the loading itself) and finishing (the process's CPU time in it: on a GPU
 kernel launches, on the CPU the work itself). Bytes per clip: of the batches as the workers send them.

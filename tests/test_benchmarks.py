@@ -18,6 +18,7 @@ import gpu  # noqa: E402
 
 # Each benchmark script with flags that make it take seconds on a CPU.
 TINY_RUNS = {
+    'bench_busy_cpu.py': ['--steps', '3', '--repeats', '1', '--resolution', '32', '--seq-length', '2'],
     'bench_inference.py': ['--backbones', 'mobilenetv2', '--width', '64', '--height', '64', '--chunk', '2',
                            '--chunks', '1', '--runs', '1', '--device', 'cpu'],
     'bench_loader.py': ['--width', '96', '--height', '54', '--clips', '2', '--frames', '8', '--resolution', '32',
