@@ -3,7 +3,7 @@
 torch runs its CPU operators on OpenMP threads that meet at a barrier after each one. A thread that arrives first
 spins there (libgomp's default) while the thread it waits for is descheduled by another process, so with more
 threads than free cores a step can take many times longer than with fewer threads (README, Performance:
-benchmarks/bench_busy_cpu.py measured README's first command's steps 6 to 8 times slower with 2 threads than
+benchmarks/bench_busy_cpu.py measured README's first command's steps 5 to 8 times slower with 2 threads than
 following the free cores on this 2-core CPU while other jobs ran). libgomp's passive wait policy
 (OMP_WAIT_POLICY=PASSIVE) avoids the spinning, but each wake-up then costs a system call: in a quick test of the
 same training step on a lightly loaded machine it was slower than the default (0.93 to 1.15 s against 0.69 to

@@ -11,7 +11,7 @@ The busy condition starts --hogs processes that spin in a Python loop (each hold
 the run.
 
 Prints one JSON object. Example: python benchmarks/bench_busy_cpu.py --steps 30 --repeats 1
---readme RESULT.json prints README's table of a result instead.
+--readme RESULT.json... prints README's table of results instead.
 """
 import argparse
 import json
@@ -35,14 +35,17 @@ parser.add_argument('--hogs', type=int, default=1, help='CPU-bound processes bes
 parser.add_argument('--repeats', type=int, default=2, help='runs per mode and condition; the median is reported')
 parser.add_argument('--resolution', type=int, default=None, help="override README's --resolution (tiny test runs)")
 parser.add_argument('--seq-length', type=int, default=None, help="override README's --seq-length (tiny test runs)")
-parser.add_argument('--readme', metavar='RESULT', help="print README's table of this result file and exit")
+parser.add_argument('--readme', metavar='RESULT', nargs='+', help="print README's table of these result files and exit")
 
 
 def main() -> None:
     args = parser.parse_args()
     if args.readme:
-        with open(args.readme) as result:
-            print(readme_table(json.load(result)))
+        results = []
+        for path in args.readme:
+            with open(path) as result:
+                results.append(json.load(result))
+        print(readme_table(results))
         return
     if args.steps < 3 or args.hogs < 1 or args.repeats < 1:
         sys.exit('error: --steps must be at least 3, --hogs and --repeats at least 1')
@@ -68,14 +71,16 @@ def main() -> None:
                             for condition in medians}}, indent=1))
 
 
-def readme_table(result: dict) -> str:
-    """README's table of a result: median seconds per step of each mode, alone and beside the busy processes."""
-    lines = ['| seconds per step | threads fixed at the cores (before) | --cpu-threads auto | auto / fixed |',
-             '| --- | --- | --- | --- |']
-    for condition, label in (('idle', 'no busy process added'),
-                             ('busy', f"beside {result['hogs']} busy process")):
-        fixed, auto = (result['median_seconds_per_step'][condition][mode] for mode in MODES)
-        lines.append(f'| {label} | {fixed:.2f} | {auto:.2f} | {auto / fixed:.2f}x |')
+def readme_table(results: list[dict]) -> str:
+    """README's table of some results: per run, the median seconds per step of each mode, with no busy process added
+    and beside the busy processes."""
+    lines = ['| run (1-minute load average before, after) | busy processes added | threads fixed at the cores (before) '
+             '| --cpu-threads auto | auto / fixed |', '| --- | --- | --- | --- | --- |']
+    for result in results:
+        before, after = result['load_average_1min_before_after']
+        for condition, hogs in (('idle', 0), ('busy', result['hogs'])):
+            fixed, auto = (result['median_seconds_per_step'][condition][mode] for mode in MODES)
+            lines.append(f'| {before:.1f}, {after:.1f} | {hogs} | {fixed:.2f} | {auto:.2f} | {auto / fixed:.2f}x |')
     return '\n'.join(lines)
 
 
