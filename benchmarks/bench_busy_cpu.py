@@ -8,7 +8,7 @@ step on (start-up excluded). The runs alternate (fixed, auto, fixed, auto...) wi
 of the machine's own load fall on both modes; the 1-minute load average before and after is reported.
 OMP_NUM_THREADS is removed from train.py's environment, so that 'auto' may use every core, as it does by default.
 The busy condition starts --hogs processes that spin in a Python loop (each holds one core) and stops them after
-the run.
+the run. Ctrl-C or SIGTERM stops the training run and the busy processes too, and exits with 130 or 143.
 
 Prints one JSON object. Example: python benchmarks/bench_busy_cpu.py --steps 30 --repeats 1
 --readme RESULT.json... prints README's table of results instead.
@@ -26,6 +26,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from common import REPO
 from devices import device_name
+from errors import run_main
 
 MODES = ('fixed', 'auto')
 
@@ -40,6 +41,10 @@ parser.add_argument('--readme', metavar='RESULT', nargs='+', help="print README'
 
 def main() -> None:
     args = parser.parse_args()
+    run_main(lambda: benchmark(args), 'the training runs and busy processes are stopped; nothing printed')
+
+
+def benchmark(args: argparse.Namespace) -> None:
     if args.readme:
         results = []
         for path in args.readme:

@@ -4,7 +4,8 @@ Writes a synthetic mp4 of max(--lengths) frames (a textured disc moving over a n
 checkpoint to a temporary folder, then runs inference.py as a user would (video in; alpha and composite videos
 out) once per --lengths value, each in a fresh process, and reports each process's peak resident memory
 (os.wait4's ru_maxrss) and the ratio of the longest to the shortest. Streaming holds one chunk of frames at a
-time, so the peak must not grow with the video's length.
+time, so the peak must not grow with the video's length. Ctrl-C or SIGTERM stops inference.py too and exits with
+130 or 143.
 Prints one JSON object. Example: python benchmarks/bench_memory.py --lengths 100 1000
 """
 import argparse
@@ -21,6 +22,7 @@ import torch
 
 from common import REPO
 from devices import device_name
+from errors import run_main
 from model import BACKBONES, MattingBase
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +36,10 @@ parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else
 
 def main() -> None:
     args = parser.parse_args()
+    run_main(lambda: benchmark(args), 'inference.py is stopped; nothing printed')
+
+
+def benchmark(args: argparse.Namespace) -> None:
     if min(args.lengths) < 1:
         sys.exit('error: --lengths must be at least 1')
     results = {}
@@ -52,7 +58,13 @@ def main() -> None:
             # stderr to a file, not a pipe: nobody reads a pipe while waiting, and tqdm would fill it.
             with open(os.path.join(folder, f'inference-{length}.log'), 'w+') as log:
                 process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-                _, status, usage = os.wait4(process.pid, 0)
+                status = None
+                try:
+                    _, status, usage = os.wait4(process.pid, 0)
+                finally:
+                    if status is None:  # interrupted before inference.py ended: it must not outlive the benchmark
+                        process.kill()
+                        process.wait()
                 if os.waitstatus_to_exitcode(status) != 0:
                     log.seek(0)
                     sys.exit(f'error: inference.py failed on {length} frames: {log.read()[-2000:]}')

@@ -14,7 +14,8 @@ The parts, each a subprocess with a time limit (a part that fails is reported an
     train         bench_train.py, the three backbones at 224x224, batch 4, 8 frames, fp32 and AMP
     inference     bench_inference.py, the three backbones at 512x288 and (--hd) 1920x1080
 --tiny shrinks every size (frames, crops, steps, backbones) so that the whole run takes about a minute on a CPU.
-Prints where each result went; exits 1 when a part failed.
+Prints where each result went; exits 1 when a part failed. Ctrl-C or SIGTERM stops the running part too and exits
+with 130 or 143, the results written so far kept.
 """
 import argparse
 import json
@@ -34,6 +35,7 @@ from common import REPO  # first: it puts the repository on the import path
 from atomic_file import atomic_write  # noqa: I100
 from dataset.synthetic import generate
 from devices import DeviceError, device_name, open_device
+from errors import run_main
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='torch device')
@@ -50,6 +52,10 @@ BACKBONES = ['mobilenetv2', 'resnet50', 'resnet101']
 
 def main() -> None:
     args = parser.parse_args()
+    run_main(lambda: run_parts(args), 'the running part is stopped; the results written so far are kept')
+
+
+def run_parts(args: argparse.Namespace) -> None:
     try:
         device = open_device(args.device)
     except DeviceError as error:

@@ -5,7 +5,10 @@ import json
 import multiprocessing
 import os
 import re
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -44,6 +47,56 @@ def test_benchmark_runs_at_a_tiny_size(script):
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
     assert output['benchmark'] and output['device']
+
+
+def living_processes() -> dict[int, int]:
+    """{pid: parent pid} of the processes alive (zombies left out), from /proc."""
+    parents = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as stat:
+                    fields = stat.read().rsplit(')', 1)[1].split()
+            except OSError:  # it just ended
+                continue
+            if fields[0] != 'Z':
+                parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int) -> set[int]:
+    """The living processes below `pid`: its children, their children..."""
+    parents = living_processes()
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='processes listed from /proc')
+@pytest.mark.parametrize('script, arguments', [
+    ('bench_busy_cpu.py', TINY_RUNS['bench_busy_cpu.py']), ('bench_memory.py', TINY_RUNS['bench_memory.py']),
+    ('gpu.py', ['--tiny', '--device', 'cpu', '--parts', 'train-loop'])])
+def test_a_stopped_benchmark_stops_its_children(tmp_path, script, arguments):
+    if script == 'gpu.py':
+        arguments = [*arguments, '--results-dir', str(tmp_path)]
+    benchmark = subprocess.Popen([sys.executable, os.path.join(REPO, 'benchmarks', script), *arguments], cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not descendants(benchmark.pid) and time.monotonic() < deadline and benchmark.poll() is None:
+        time.sleep(0.1)
+    children = descendants(benchmark.pid)
+    assert children, 'the benchmark started no process'
+    time.sleep(1)
+    benchmark.send_signal(signal.SIGTERM)
+    _, stderr = benchmark.communicate(timeout=60)
+    assert benchmark.returncode == 143 and stderr.strip().splitlines()[-1].startswith('interrupted: ')
+    deadline = time.monotonic() + 10
+    while children & set(living_processes()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not children & set(living_processes()), 'a child of the benchmark outlived it'
 
 
 @pytest.mark.slow
