@@ -182,7 +182,8 @@ class FolderLock:
         self.created_folder = not os.path.isdir(self.folder)
         try:
             os.makedirs(self.folder, exist_ok=True)
-            remove_stale_temporaries(self.folder, '.lock')  # of a process killed inside create_whole
+            for name in ('.lock', '.lock.takeover'):  # of a process killed inside create_whole
+                remove_stale_temporaries(self.folder, name)
             while not create_whole(self.path, self.content):
                 content, status = self.read()
                 holder = self.holder(content, status)

@@ -357,21 +357,29 @@ class Output:
                                  f'{self.frames} frames; check the free disk space')
 
     def commit(self) -> None:
-        """Rename the output into place. An earlier PNG folder loses only the frames inference.py writes; were
-        anything else put there since check(), it stays, and InferenceError says so."""
+        """Rename the output into place. An earlier PNG folder loses only the frames inference.py writes, and only
+        once the new one is in place; were anything else put there since check(), nothing is replaced and
+        InferenceError says so."""
         if self.video is not None:
             os.replace(self.temporary, self.path)
             return
-        if os.path.isdir(self.path):
-            for name in os.listdir(self.path):
-                if FRAME_NAME.fullmatch(name):
-                    os.remove(os.path.join(self.path, name))
-            try:
-                os.rmdir(self.path)
-            except OSError:
-                raise InferenceError(f'{self.path} gained other files than frames during the run: move them away '
-                                     f'and run again') from None
+        if not os.path.isdir(self.path):
+            os.rename(self.temporary, self.path)
+            return
+        if any(not FRAME_NAME.fullmatch(name) for name in os.listdir(self.path)):
+            raise InferenceError(f'{self.path} gained other files than frames during the run: move them away and '
+                                 f'run again')
+        earlier = f'{self.temporary}.earlier'
+        os.rename(self.path, earlier)
         os.rename(self.temporary, self.path)
+        for name in os.listdir(earlier):
+            if FRAME_NAME.fullmatch(name):
+                os.remove(os.path.join(earlier, name))
+        try:
+            os.rmdir(earlier)
+        except OSError:
+            raise InferenceError(f'{self.path} gained other files than frames during the run: they are kept in '
+                                 f'{earlier}') from None
 
     def discard(self) -> None:
         if not self.opened:

@@ -13,6 +13,7 @@ a flag that contradicts them is an error. One run at a time per --checkpoint-dir
 """
 import argparse
 import dataclasses
+import errno
 import math
 import os
 import signal
@@ -39,6 +40,7 @@ from dataset.loader import TrainLoader
 from devices import DeviceError, device_name, low_precision_dtype, make_grad_scaler, open_device, reuse_freed_cpu_memory
 from errors import UserError, leave_stop_signals_to_the_main_process
 from images import green_screen_composite
+from input_paths import same_path
 from loss import PHA_LOSSES, matting_loss, refine_loss
 from model import BACKBONES, MattingBase, MattingRefine
 from model.refiner import REFINE_MODES
@@ -147,7 +149,9 @@ def main() -> None:
         if error.errno in DISK_FULL_ERRNOS:
             sys.exit(f'error: the disk is full ({error}): free some space, or choose another --log-dir or '
                      f'--checkpoint-dir; --resume continues from the newest checkpoint')
-        sys.exit(f'error: {error}: check that --checkpoint-dir and --log-dir are writable')
+        if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            sys.exit(f'error: {error}: check that --checkpoint-dir and --log-dir are writable')
+        sys.exit(f'error: {error}')
     sys.exit(status)
 
 
@@ -520,8 +524,12 @@ def refuse_another_run(args: argparse.Namespace, checkpoint_dir: str, continued:
     of either. `continued` is the training checkpoint this run continues, None for a new run: one from scratch, from
     weights only, or the refiner's stage started from a MattingBase checkpoint of that very folder."""
     newest = newest_checkpoint(checkpoint_dir)
-    if newest is None or args.resume or (continued and in_folder(continued, checkpoint_dir)):
+    if newest is None or args.resume or (continued and same_path(continued, newest)):
         return
+    if continued and in_folder(continued, checkpoint_dir):
+        raise UserError(f'--model-last-checkpoint {continued} is older than the newest checkpoint of its run, '
+                        f'{os.path.basename(newest)}: continuing it here would overwrite the later ones; pass --resume '
+                        f'to continue from the newest, or continue it under another --model-name or --checkpoint-dir')
     if args.model_last_checkpoint and in_folder(args.model_last_checkpoint, checkpoint_dir):
         raise UserError(f'--model-last-checkpoint {args.model_last_checkpoint} starts a new run (the refiner\'s '
                         f'stage, or its weights only), which must not write into the folder of the run it comes from: '
@@ -532,6 +540,7 @@ def refuse_another_run(args: argparse.Namespace, checkpoint_dir: str, continued:
 
 
 def in_folder(path: str, folder: str) -> bool:
+    """Whether the file `path` lies directly in `folder`."""
     return os.path.dirname(os.path.realpath(path)) == os.path.realpath(folder)
 
 

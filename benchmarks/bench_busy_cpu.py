@@ -69,7 +69,8 @@ def benchmark(args: argparse.Namespace) -> None:
     print(json.dumps({
         'benchmark': 'busy_cpu', 'device': device_name('cpu'), 'command': shlex.join(command), 'steps': args.steps,
         'hogs': args.hogs,
-        'threads_fixed_at': os.cpu_count(), 'load_average_1min_before_after': [load_before[0], os.getloadavg()[0]],
+        'threads_fixed_at': len(os.sched_getaffinity(0)),
+        'load_average_1min_before_after': [load_before[0], os.getloadavg()[0]],
         'seconds_per_step': seconds, 'median_seconds_per_step': medians,
         'busy_over_idle': {mode: medians['busy'][mode] / medians['idle'][mode] for mode in MODES},
         'auto_over_fixed': {condition: medians[condition]['auto'] / medians[condition]['fixed']
@@ -103,7 +104,7 @@ def readme_training_command() -> list[str]:
 def seconds_per_step(command: list[str], mode: str, steps: int, hogs: int) -> float:
     """Median seconds between consecutive steps of one run of `command` for `steps` steps, beside `hogs` busy
     processes, with --cpu-threads fixed at the cores (mode 'fixed') or 'auto'."""
-    threads = str(os.cpu_count()) if mode == 'fixed' else 'auto'
+    threads = str(len(os.sched_getaffinity(0))) if mode == 'fixed' else 'auto'
     busy = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(hogs)]
     try:
         with tempfile.TemporaryDirectory() as folder:

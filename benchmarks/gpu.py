@@ -63,6 +63,7 @@ def run_parts(args: argparse.Namespace) -> None:
     if args.train_seconds <= 0 or args.warmup_steps < 0:
         sys.exit('error: --train-seconds must be above 0 and --warmup-steps 0 or more')
     prefix = os.path.join(args.results_dir, device_slug(device))
+    args.deadline = time.monotonic() + BUDGET_SECONDS
     failed = []
     started = time.perf_counter()
     for part in args.parts:
@@ -81,6 +82,10 @@ def run_parts(args: argparse.Namespace) -> None:
         sys.exit(f"error: {', '.join(failed)} failed (see above); the other results are written")
 
 
+# The whole run's limit: each part gets its own limit or what is left of this, whichever is less.
+BUDGET_SECONDS = 480
+
+
 class PartError(Exception):
     """A part that did not give its result: the message says why."""
 
@@ -91,6 +96,14 @@ def device_slug(device: torch.device) -> str:
     name = re.sub(r', (\d+) cores$', r' \1core', device_name(device))
     slug = re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')
     return f'cpu-{slug}' if device.type == 'cpu' else slug
+
+
+def time_left(args: argparse.Namespace, limit: float) -> float:
+    """Seconds a part may take: `limit`, or what is left of the run's BUDGET_SECONDS if less; PartError if none."""
+    left = args.deadline - time.monotonic()
+    if left <= 0:
+        raise PartError(f'no time left of the run\'s {BUDGET_SECONDS} s')
+    return min(limit, left)
 
 
 def run_benchmark(script: str, arguments: list[str], timeout: float) -> dict:
@@ -110,7 +123,7 @@ def loader_part(args: argparse.Namespace, device: torch.device) -> dict:
               '--seq-length', '3', '--batch-size', '2', '--workers', '0', '1', '--runs', '1'] if args.tiny else
              ['--workers', '1', '4', '12', '--runs', '3'])
     return run_benchmark('bench_loader.py', [*sizes, '--loaders', 'today', 'device path', '--device', args.device],
-                         timeout=140)
+                         timeout=time_left(args, 140))
 
 
 def train_part(args: argparse.Namespace, device: torch.device) -> dict:
@@ -118,13 +131,13 @@ def train_part(args: argparse.Namespace, device: torch.device) -> dict:
               '--variants', 'fp32', '--runs', '1'] if args.tiny else
              ['--backbones', *BACKBONES, '--resolution', '224', '--batch-size', '4', '--seq-length', '8',
               '--variants', 'fp32', 'bf16', '--runs', '5'])
-    return run_benchmark('bench_train.py', [*sizes, '--device', args.device], timeout=90)
+    return run_benchmark('bench_train.py', [*sizes, '--device', args.device], timeout=time_left(args, 90))
 
 
 def inference_part(args: argparse.Namespace, device: torch.device) -> dict:
     sizes = (['--backbones', 'mobilenetv2', '--width', '64', '--height', '64', '--chunk', '2', '--chunks', '1',
               '--runs', '1'] if args.tiny else ['--backbones', *BACKBONES, '--hd', '--runs', '3'])
-    return run_benchmark('bench_inference.py', [*sizes, '--device', args.device], timeout=160)
+    return run_benchmark('bench_inference.py', [*sizes, '--device', args.device], timeout=time_left(args, 160))
 
 
 def train_loop_part(args: argparse.Namespace, device: torch.device) -> dict:
@@ -146,11 +159,9 @@ def train_loop_part(args: argparse.Namespace, device: torch.device) -> dict:
         with open(os.path.join(folder, 'train.log'), 'w+') as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
             try:
-                train_for(process, log_dir, args.train_seconds)
+                train_for(process, log_dir, args.train_seconds, time_left(args, 300 + args.train_seconds))
             finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+                stop(process)
             log.seek(0)
             output = log.read()
         if process.returncode != 128 + signal.SIGINT:
@@ -197,12 +208,13 @@ def write_long_clips(root: str, tiny: bool) -> None:
                     shutil.copyfile(source, target)
 
 
-def train_for(process: subprocess.Popen, log_dir: str, seconds: float) -> None:
+def train_for(process: subprocess.Popen, log_dir: str, seconds: float, limit: float) -> None:
     """Wait until train.py has logged its first step, let it train `seconds`, then SIGINT it and wait for its exit
-    (it saves a checkpoint and exits with 130). Returns early if it ends, or logs nothing within 5 minutes."""
-    deadline = time.time() + 300
+    (it saves a checkpoint and exits with 130). Returns early if it ends, or logs nothing before `limit` seconds
+    less `seconds` have passed."""
+    deadline = time.monotonic() + limit - seconds
     while not logged_wall_times(log_dir):
-        if process.poll() is not None or time.time() > deadline:
+        if process.poll() is not None or time.monotonic() > deadline:
             return
         time.sleep(0.5)
     time.sleep(seconds)
@@ -211,6 +223,19 @@ def train_for(process: subprocess.Popen, log_dir: str, seconds: float) -> None:
         process.wait(timeout=120)
     except subprocess.TimeoutExpired:
         raise PartError('train.py did not stop within 120 s of SIGINT') from None
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop train.py if it still runs: SIGINT first, so that it stops its DataLoader workers too; SIGKILL if it
+    has not ended 30 s later."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def logged_scalars(log_dir: str, tag: str) -> dict[int, float]:

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import stat
 import subprocess
+import sys
 import time
 import zipfile
 
@@ -143,3 +144,15 @@ def test_processes_taking_the_lock_at_once_get_one_holder(tmp_path, stale):
         assert outcomes.count('held') == 1, outcomes
         assert all('is in use by process' in outcome for outcome in outcomes if outcome != 'held')
         assert os.listdir(folder) == []
+
+
+def test_a_killed_lock_takers_temporaries_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    left = [tmp_path / f'..lock.{pid}@{HOST}.x1y2.tmp', tmp_path / f'..lock.takeover.{pid}@{HOST}.x1y2.tmp']
+    for path in left:
+        path.write_text(f'{pid} {HOST}\n')
+    lock = FolderLock(str(tmp_path), '--checkpoint-dir')
+    lock.acquire()
+    assert not any(path.exists() for path in left)
+    lock.release()

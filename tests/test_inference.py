@@ -501,3 +501,34 @@ def test_temporaries_of_killed_runs_go_and_those_of_live_runs_stay(random_checkp
 def max_pid() -> int:
     with open('/proc/sys/kernel/pid_max') as file:
         return int(file.read())
+
+
+def test_png_output_replaces_nothing_when_its_folder_gained_other_files(tmp_path):
+    earlier = tmp_path / 'pha'
+    earlier.mkdir()
+    (earlier / '000000.png').write_bytes(b'earlier frame')
+    output = inference.Output(str(tmp_path), 'pha', 'png')
+    output.check()
+    output.open(30, (4, 4))
+    output.write(torch.zeros(1, 1, 4, 4))
+    (earlier / 'notes.txt').write_text('put there during the run')
+    with pytest.raises(inference.InferenceError, match='gained other files'):
+        output.commit()
+    assert sorted(os.listdir(earlier)) == ['000000.png', 'notes.txt']
+    assert (earlier / '000000.png').read_bytes() == b'earlier frame'
+    output.discard()
+    assert sorted(os.listdir(tmp_path)) == ['pha']
+
+
+def test_png_output_replaces_the_earlier_frames(tmp_path):
+    earlier = tmp_path / 'pha'
+    earlier.mkdir()
+    for index in range(3):
+        (earlier / f'{index:06d}.png').write_bytes(b'earlier frame')
+    output = inference.Output(str(tmp_path), 'pha', 'png')
+    output.check()
+    output.open(30, (4, 4))
+    output.write(torch.zeros(1, 1, 4, 4))
+    output.commit()
+    assert os.listdir(tmp_path) == ['pha'] and os.listdir(earlier) == ['000000.png']
+    assert (earlier / '000000.png').read_bytes() != b'earlier frame'

@@ -551,3 +551,25 @@ record_writer.RecordWriter.write = write
     saved = os.listdir(tmp_path / 'checkpoint')
     assert len(saved) == 1 and f'stopped as the log cannot be written: saved {tmp_path / "checkpoint" / saved[0]}' \
         in result.stdout
+
+
+@pytest.mark.slow
+def test_continuing_an_older_checkpoint_of_its_folder_is_refused(tiny_synthetic, tmp_path):
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '4',
+                                                '--checkpoint-interval', '2', '--log-valid-interval', '0'))
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / 'checkpoint'
+    newest = (folder / 'epoch-0-iter-4.pth').read_bytes()
+    older = str(folder / 'epoch-0-iter-2.pth')
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '5',
+                                                '--log-valid-interval', '0', '--model-last-checkpoint', older))
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f'error: --model-last-checkpoint {older} is older than the newest checkpoint of its run, epoch-0-iter-4.pth')
+    assert sorted(os.listdir(folder)) == ['epoch-0-iter-2.pth', 'epoch-0-iter-4.pth']
+    assert (folder / 'epoch-0-iter-4.pth').read_bytes() == newest
+    result = run_script('train.py', *train_args(tiny_synthetic, str(tmp_path), '--max-steps', '5',
+                                                '--log-valid-interval', '0', '--model-last-checkpoint',
+                                                str(folder / 'epoch-0-iter-4.pth')))
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(folder)) == ['epoch-0-iter-2.pth', 'epoch-0-iter-4.pth', 'epoch-0-iter-5.pth']
