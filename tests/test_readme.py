@@ -39,7 +39,7 @@ def parser_of(script: str) -> argparse.ArgumentParser:
 SCRIPTS = ['train.py', 'validate.py', 'inference.py', 'scripts/ablation.py', 'scripts/export.py',
            'scripts/extract_frames.py', 'dataset/synthetic.py',
            *sorted(os.path.join('benchmarks', name) for name in os.listdir(os.path.join(REPO, 'benchmarks'))
-                   if name.startswith('bench_') and name.endswith('.py'))]
+                   if name.endswith('.py') and name != 'common.py')]
 
 
 @pytest.fixture(scope='module')
