@@ -342,6 +342,7 @@ def train_batches(run: Run, valid_dataset, position: Position, stop: 'StopReques
             log_step(run, position.step, losses, true_src, true_pha, predictions)
             if run.writer and position.step % args.log_train_loss_interval == 0:
                 run.writer.add_scalar('train/data_wait_share', loader.wait_share(), position.step)
+                run.writer.add_scalar('train/cpu_threads', run.threads.threads, position.step)
             if valid_dataset is not None and position.step % args.log_valid_interval == 0:
                 if run.writer:
                     log_validation(run.writer, bare_model(run.model), valid_dataset, run.device, run.amp_dtype,
