@@ -30,7 +30,7 @@ PROBE_INTERVAL, MAX_PROBE_INTERVAL = 60.0, 960.0
 def run_delay_seconds() -> float | None:
     """Seconds this process's threads have spent runnable but not running, summed over its threads (the second
     field of /proc/self/task/<tid>/schedstat); None where the kernel does not report it."""
-    total = 0
+    delays = []
     try:
         tasks = os.listdir('/proc/self/task')
     except OSError:
@@ -38,10 +38,10 @@ def run_delay_seconds() -> float | None:
     for task in tasks:
         try:
             with open(f'/proc/self/task/{task}/schedstat') as schedstat:
-                total += int(schedstat.read().split()[1])
+                delays.append(int(schedstat.read().split()[1]))
         except (OSError, IndexError, ValueError):  # a thread that just ended, or no schedstat in this kernel
             continue
-    return total / 1e9
+    return sum(delays) / 1e9 if delays else None
 
 
 class FreeCoreThreads:
