@@ -33,3 +33,13 @@ def ablation_args(out: str, *extra: str) -> list[str]:
             '--log-root', os.path.join(out, 'log'), '--output-root', os.path.join(out, 'output'),
             '--report-dir', os.path.join(out, 'report'), *extra]
 
+
+
+def signal_when_called(monkeypatch, module, name: str, signum: int) -> None:
+    """Make module.name send `signum` to this process, then do its work: a Ctrl-C or SIGTERM arriving mid-run."""
+    original = getattr(module, name)
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, interrupted)

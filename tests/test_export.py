@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from model import MattingBase
-from script_runner import REPO, run_script
+from script_runner import REPO, run_script, signal_when_called
 
 spec = importlib.util.spec_from_file_location('export', os.path.join(REPO, 'scripts', 'export.py'))
 export = importlib.util.module_from_spec(spec)
@@ -194,11 +194,7 @@ def test_a_refiner_checkpoint_lacking_refiner_tensors_is_refused(random_refine_c
 
 @pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_exits_with_its_status_and_writes_nothing(tmp_path, monkeypatch, capsys, signum, status):
-    def interrupted_export(*args):
-        os.kill(os.getpid(), signum)
-        return export_torchscript(*args)
-    export_torchscript = export.export_torchscript
-    monkeypatch.setattr(export, 'export_torchscript', interrupted_export)
+    signal_when_called(monkeypatch, export, 'export_torchscript', signum)
     with pytest.raises(SystemExit) as exit_info:
         export.main(['--model-backbone', 'mobilenetv2', '--format', 'torchscript', '--output',
                      str(tmp_path / 'model.pt'), '--resolution', '32'])

@@ -17,7 +17,7 @@ import torch
 import validate
 from atomic_file import OutputFolderError
 from devices import low_precision_dtype
-from script_runner import REPO, run_script
+from script_runner import REPO, run_script, signal_when_called
 
 
 def validate_args(root: str, checkpoint: str, output: str, *extra: str) -> list[str]:
@@ -305,12 +305,7 @@ def test_partial_and_non_finite_weights_are_refused(random_checkpoint, random_re
 def test_a_signal_exits_with_its_status_and_keeps_the_earlier_metrics(random_checkpoint, tmp_path, monkeypatch,
                                                                       capsys, signum, status):
     earlier = earlier_run(tmp_path)
-
-    def interrupted_matte_chunk(*args):
-        os.kill(os.getpid(), signum)
-        return matte_chunk(*args)
-    matte_chunk = validate.matte_chunk
-    monkeypatch.setattr(validate, 'matte_chunk', interrupted_matte_chunk)
+    signal_when_called(monkeypatch, validate, 'matte_chunk', signum)
     with pytest.raises(SystemExit) as exit_info:
         validate.main(synthetic_args(random_checkpoint, tmp_path))
     assert exit_info.value.code == status
